@@ -1,0 +1,438 @@
+"""Read what the refresh needs from pg_catalog into frozen dataclasses.
+
+pg_catalog, not information_schema: a read-only role sees other roles' foreign keys
+only through pg_catalog. Every query is read-only and takes the schema list as a parameter.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import psycopg
+from psycopg import sql
+
+from .errors import ConfigError, SelectionError
+
+DEFAULT_SCHEMAS = ("public",)
+
+
+@dataclass(frozen=True, order=True)
+class TableRef:
+    schema: str
+    name: str
+
+    def ident(self) -> sql.Identifier:
+        """The only way a table name reaches SQL."""
+        return sql.Identifier(self.schema, self.name)
+
+    def __str__(self) -> str:  # for people (messages, logs), never for SQL
+        return f"{self.schema}.{self.name}"
+
+    @classmethod
+    def parse(cls, text: str, default_schema: str = "public") -> "TableRef":
+        """`table`, `schema.table`, or with double quotes: `"My Schema"."Odd.Name"`."""
+        parts = _split_qualified(text)
+        if len(parts) == 1:
+            return cls(default_schema, parts[0])
+        if len(parts) == 2:
+            return cls(parts[0], parts[1])
+        raise SelectionError(f"{text!r} is not a table name; write table or schema.table")
+
+
+def _split_qualified(text: str) -> list[str]:
+    parts: list[str] = []
+    buf: list[str] = []
+    quoted = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            if ch == '"' and text[i + 1 : i + 2] == '"':
+                buf.append('"')
+                i += 1
+            elif ch == '"':
+                quoted = False
+            else:
+                buf.append(ch)
+        elif ch == '"':
+            quoted = True
+        elif ch == ".":
+            parts.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+        i += 1
+    if quoted:
+        raise SelectionError(f"{text!r} has an unclosed double quote")
+    parts.append("".join(buf))
+    if any(p == "" for p in parts):
+        raise SelectionError(f"{text!r} is not a table name; write table or schema.table")
+    return parts
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # format_type(), e.g. "character varying(20)", "public.reservation_flag[]"
+    not_null: bool
+    generated: bool = False
+    # Binary COPY embeds element or field type OIDs for arrays and composites; user-defined
+    # ones differ between databases, so such columns travel as text.
+    binary_unsafe: bool = False
+    has_default: bool = False
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    name: str
+    child: TableRef
+    child_columns: tuple[str, ...]
+    parent: TableRef
+    parent_columns: tuple[str, ...]
+    deferrable: bool = False
+    definition: str = ""
+
+    @property
+    def self_reference(self) -> bool:
+        return self.child == self.parent
+
+    def __str__(self) -> str:
+        return (
+            f"{self.child}({', '.join(self.child_columns)}) -> "
+            f"{self.parent}({', '.join(self.parent_columns)})"
+        )
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    definition: str  # pg_get_indexdef, for comparing by meaning rather than by name
+    unique: bool
+    primary: bool
+    method: str
+    constraint: str | None = None  # the UNIQUE/PRIMARY KEY constraint it backs, if any
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    command: str  # ALL, SELECT, INSERT, UPDATE, DELETE
+    permissive: bool
+    roles: tuple[str, ...]
+    using: str | None
+    with_check: str | None
+
+
+@dataclass(frozen=True)
+class Trigger:
+    name: str
+    enabled: str  # pg_trigger.tgenabled: O origin, D disabled, R replica, A always
+    definition: str
+
+
+@dataclass(frozen=True)
+class OwnedSequence:
+    sequence: TableRef
+    column: str
+    identity: bool
+
+
+@dataclass(frozen=True)
+class Table:
+    ref: TableRef
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...] = ()
+    partitioned: bool = False
+    rls_enabled: bool = False
+    rls_forced: bool = False
+    policies: tuple[Policy, ...] = ()
+    indexes: tuple[Index, ...] = ()
+    triggers: tuple[Trigger, ...] = ()
+    sequences: tuple[OwnedSequence, ...] = ()
+    comment: str | None = None
+
+    @property
+    def copied_columns(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if not c.generated)
+
+    @property
+    def binary_safe(self) -> bool:
+        return not any(c.binary_unsafe for c in self.copied_columns)
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The tables of the configured schemas and the foreign keys among them."""
+
+    tables: tuple[Table, ...]
+    foreign_keys: tuple[ForeignKey, ...]  # both ends inside `tables`
+    external_foreign_keys: tuple[ForeignKey, ...] = ()  # parent outside the configured schemas
+    server_version: int = 0
+    schemas: tuple[str, ...] = DEFAULT_SCHEMAS
+
+    def table(self, ref: TableRef) -> Table:
+        for t in self.tables:
+            if t.ref == ref:
+                return t
+        raise SelectionError(f"table {ref} is not in the catalog of schemas {', '.join(self.schemas)}")
+
+    @property
+    def refs(self) -> tuple[TableRef, ...]:
+        return tuple(t.ref for t in self.tables)
+
+    def fingerprint(self) -> str:
+        """Changes when a table, column, key or FK changes; ignores row counts and versions."""
+        shape = {
+            "tables": [
+                [str(t.ref), [[c.name, c.type, c.not_null, c.generated] for c in t.columns], list(t.primary_key)]
+                for t in sorted(self.tables, key=lambda t: t.ref)
+            ],
+            "fks": sorted(str(fk) for fk in self.foreign_keys + self.external_foreign_keys),
+        }
+        return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Catalog":
+        raw = json.loads(text)
+        return cls(
+            tables=tuple(_table_from_dict(t) for t in raw["tables"]),
+            foreign_keys=tuple(_fk_from_dict(f) for f in raw["foreign_keys"]),
+            external_foreign_keys=tuple(_fk_from_dict(f) for f in raw.get("external_foreign_keys", ())),
+            server_version=raw.get("server_version", 0),
+            schemas=tuple(raw.get("schemas", DEFAULT_SCHEMAS)),
+        )
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)  # readers never see half a file
+
+    @classmethod
+    def load(cls, path: Path) -> "Catalog":
+        if not path.exists():
+            raise ConfigError(
+                f"no catalog state at {path}; run `muva-refresh introspect` against the source first"
+            )
+        try:
+            return cls.from_json(path.read_text())
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"catalog state at {path} is unreadable ({exc}); run `muva-refresh introspect` again") from exc
+
+
+def _ref(d: Mapping[str, Any]) -> TableRef:
+    return TableRef(d["schema"], d["name"])
+
+
+def _fk_from_dict(d: Mapping[str, Any]) -> ForeignKey:
+    return ForeignKey(
+        name=d["name"], child=_ref(d["child"]), child_columns=tuple(d["child_columns"]),
+        parent=_ref(d["parent"]), parent_columns=tuple(d["parent_columns"]),
+        deferrable=d["deferrable"], definition=d["definition"],
+    )
+
+
+def _table_from_dict(d: Mapping[str, Any]) -> Table:
+    return Table(
+        ref=_ref(d["ref"]),
+        columns=tuple(Column(**c) for c in d["columns"]),
+        primary_key=tuple(d["primary_key"]),
+        partitioned=d["partitioned"],
+        rls_enabled=d["rls_enabled"],
+        rls_forced=d["rls_forced"],
+        policies=tuple(Policy(**{**p, "roles": tuple(p["roles"])}) for p in d["policies"]),
+        indexes=tuple(Index(**i) for i in d["indexes"]),
+        triggers=tuple(Trigger(**t) for t in d["triggers"]),
+        sequences=tuple(OwnedSequence(_ref(s["sequence"]), s["column"], s["identity"]) for s in d["sequences"]),
+        comment=d["comment"],
+    )
+
+
+@dataclass(frozen=True)
+class TableFilter:
+    """Which tables take part: the schemas, then `schema.table` glob patterns to include or exclude."""
+
+    schemas: tuple[str, ...] = DEFAULT_SCHEMAS
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "TableFilter":
+        schemas = _csv(env.get("MUVA_SCHEMAS", "")) or DEFAULT_SCHEMAS
+        return cls(schemas, _csv(env.get("MUVA_INCLUDE", "")), _csv(env.get("MUVA_EXCLUDE", "")))
+
+    def admits(self, ref: TableRef) -> bool:
+        name = str(ref)
+        if self.include and not any(fnmatch.fnmatchcase(name, p) for p in self.include):
+            return False
+        return not any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+# --- catalog SQL: one query per kind of object, all keyed by the table's oid -------------------
+
+TABLES = sql.SQL("""
+SELECT c.oid, n.nspname, c.relname, c.relkind = 'p' AS partitioned,
+       c.relrowsecurity, c.relforcerowsecurity, obj_description(c.oid, 'pg_class')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = ANY(%(schemas)s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+ORDER BY n.nspname, c.relname
+""")
+
+COLUMNS = sql.SQL("""
+SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       a.attgenerated <> '' AS generated, a.atthasdef,
+       -- arrays or composites whose element/field types are not built in (oid >= 16384)
+       (base.typtype = 'c' OR (base.typcategory = 'A' AND (elem.typtype IN ('c', 'e', 'd')
+         OR base.typelem >= 16384))) AS binary_unsafe
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_type base ON base.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+LEFT JOIN pg_type elem ON elem.oid = base.typelem
+WHERE a.attrelid = ANY(%(oids)s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attrelid, a.attnum
+""")
+
+CONSTRAINTS = sql.SQL("""
+SELECT con.conrelid, con.contype, con.conname, con.condeferrable, pg_get_constraintdef(con.oid),
+       ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(num, ord)
+             JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.ord),
+       pn.nspname, pc.relname,
+       ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(num, ord)
+             JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord)
+FROM pg_constraint con
+LEFT JOIN pg_class pc ON pc.oid = con.confrelid
+LEFT JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+WHERE con.conrelid = ANY(%(oids)s) AND con.contype IN ('p', 'f') AND con.conparentid = 0
+ORDER BY con.conrelid, con.conname
+""")
+
+INDEXES = sql.SQL("""
+SELECT i.indrelid, ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique, i.indisprimary,
+       am.amname, con.conname
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_am am ON am.oid = ic.relam
+LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.contype IN ('p', 'u', 'x')
+WHERE i.indrelid = ANY(%(oids)s)
+ORDER BY i.indrelid, ic.relname
+""")
+
+POLICIES = sql.SQL("""
+SELECT p.polrelid, p.polname,
+       CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                     WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+       p.polpermissive,
+       ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_get_userbyid(r)::text END
+             FROM unnest(p.polroles) r ORDER BY 1),
+       pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
+FROM pg_policy p
+WHERE p.polrelid = ANY(%(oids)s)
+ORDER BY p.polrelid, p.polname
+""")
+
+TRIGGERS = sql.SQL("""
+SELECT t.tgrelid, t.tgname, t.tgenabled, pg_get_triggerdef(t.oid)
+FROM pg_trigger t
+WHERE t.tgrelid = ANY(%(oids)s) AND NOT t.tgisinternal
+ORDER BY t.tgrelid, t.tgname
+""")
+
+OWNED_SEQUENCES = sql.SQL("""
+SELECT d.refobjid, sn.nspname, s.relname, a.attname, d.deptype = 'i' AS identity
+FROM pg_depend d
+JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+JOIN pg_namespace sn ON sn.oid = s.relnamespace
+JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+  AND d.refobjid = ANY(%(oids)s) AND d.deptype IN ('a', 'i')
+ORDER BY d.refobjid, a.attname
+""")
+
+SERVER_VERSION = sql.SQL("SELECT current_setting('server_version_num')::int")
+
+
+def read_catalog(conn: psycopg.Connection, table_filter: TableFilter | None = None) -> Catalog:
+    """Read the tables of the filter's schemas; partitions are represented by their root."""
+    table_filter = table_filter or TableFilter()
+    cur = conn.cursor()
+    version = cur.execute(SERVER_VERSION).fetchone()[0]
+    rows = [r for r in cur.execute(TABLES, {"schemas": list(table_filter.schemas)}).fetchall()
+            if table_filter.admits(TableRef(r[1], r[2]))]
+    oids = [r[0] for r in rows]
+    params = {"oids": oids}
+
+    def by_oid(query: sql.SQL) -> dict[int, list[tuple]]:
+        grouped: dict[int, list[tuple]] = {oid: [] for oid in oids}
+        for row in cur.execute(query, params).fetchall():
+            grouped[row[0]].append(row[1:])
+        return grouped
+
+    columns, constraints, indexes = by_oid(COLUMNS), by_oid(CONSTRAINTS), by_oid(INDEXES)
+    policies, triggers, sequences = by_oid(POLICIES), by_oid(TRIGGERS), by_oid(OWNED_SEQUENCES)
+    refs = {r[0]: TableRef(r[1], r[2]) for r in rows}
+    known = set(refs.values())
+
+    tables: list[Table] = []
+    fks: list[ForeignKey] = []
+    external: list[ForeignKey] = []
+    for oid, _schema, _name, partitioned, rls, forced, comment in rows:
+        ref = refs[oid]
+        primary_key: tuple[str, ...] = ()
+        for contype, conname, deferrable, definition, cols, pschema, pname, pcols in constraints[oid]:
+            if contype == "p":
+                primary_key = tuple(cols)
+                continue
+            fk = ForeignKey(conname, ref, tuple(cols), TableRef(pschema, pname), tuple(pcols),
+                            deferrable, definition)
+            (fks if fk.parent in known else external).append(fk)
+        tables.append(Table(
+            ref=ref,
+            columns=tuple(Column(name, typ, notnull, generated, unsafe, hasdef)
+                          for name, typ, notnull, generated, hasdef, unsafe in columns[oid]),
+            primary_key=primary_key,
+            partitioned=partitioned,
+            rls_enabled=rls,
+            rls_forced=forced,
+            policies=tuple(Policy(n, cmd, perm, tuple(roles), using, check)
+                           for n, cmd, perm, roles, using, check in policies[oid]),
+            indexes=tuple(Index(n, d, u, p, am, con) for n, d, u, p, am, con in indexes[oid]),
+            triggers=tuple(Trigger(n, e, d) for n, e, d in triggers[oid]),
+            sequences=tuple(OwnedSequence(TableRef(s, n), col, ident) for s, n, col, ident in sequences[oid]),
+            comment=comment,
+        ))
+    return Catalog(tuple(tables), tuple(fks), tuple(external), version, tuple(table_filter.schemas))
+
+
+def resolve_tables(catalog: Catalog, names: Iterable[str]) -> tuple[TableRef, ...]:
+    """Turn user-typed names into refs; unknown names fail together, in one message."""
+    known = set(catalog.refs)
+    refs, unknown = [], []
+    for name in names:
+        ref = TableRef.parse(name, catalog.schemas[0])
+        (refs if ref in known else unknown).append(ref)
+    if unknown:
+        raise SelectionError(
+            f"unknown table(s): {', '.join(map(str, unknown))}; "
+            f"known tables are in schemas {', '.join(catalog.schemas)} (see `muva-refresh plan`)"
+        )
+    return tuple(dict.fromkeys(refs))
+
+
+def columns_summary(columns: Sequence[Column]) -> str:
+    return ", ".join(f"{c.name} {c.type}" for c in columns)

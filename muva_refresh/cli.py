@@ -1,0 +1,279 @@
+"""muva-refresh: the command line. Thin: parse, call the library, print through one Printer.
+
+Exit codes: 0 ok, 1 a refresh or a blocking check failed, 2 bad input or an unsafe target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Sequence
+
+from .catalog import Catalog, TableFilter, TableRef, read_catalog, resolve_tables
+from .copy import Endpoint
+from .errors import RefreshError
+from .graph import Plan, make_plan
+from .settings import SOURCE_DSN_VAR, TARGET_DSN_VAR, default_dagster_home, load_env_file, state_path
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+# Raised inside a Dagster run, these still mean "bad input": the run touched nothing.
+BAD_INPUT_ERRORS = {"ConfigError", "UnsafeTargetError", "SchemaDriftError", "SelectionError"}
+
+
+def display_name(ref: TableRef) -> str:
+    return ref.name if ref.schema == "public" else str(ref)
+
+
+@dataclass(frozen=True)
+class TableResult:
+    name: str
+    rows: int
+    bytes: int
+    seconds: float
+    format: str
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+class Printer:
+    """Everything the CLI says goes through here; tests pass a StringIO."""
+
+    def __init__(self, out: IO[str] | None = None, err: IO[str] | None = None):
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+
+    def line(self, text: str = "") -> None:
+        print(text, file=self.out)
+
+    def error(self, text: str) -> None:
+        print(f"error: {text}", file=self.err)
+
+    def json(self, value: Any) -> None:
+        print(json.dumps(value, indent=2, default=str), file=self.out)
+
+    def plan(self, plan: Plan) -> None:
+        for level, batch in enumerate(_levels(plan)):
+            self.line(f"Level {level} ({len(batch)} tables)")
+            for ref in batch:
+                parents = plan.parents[ref]
+                arrow = f" -> {', '.join(map(display_name, parents))}" if parents else ""
+                self.line(f"  {display_name(ref)}{arrow}")
+        self.line()
+        if plan.cycles:
+            for cycle in plan.cycles:
+                self.line(f"Cycle (loads as one unit): {' <-> '.join(map(display_name, cycle))}")
+        else:
+            self.line("Cycles: none")
+        self_refs = sorted({fk.child for fk in plan.catalog.foreign_keys if fk.self_reference})
+        if self_refs:
+            self.line(f"Self-references (ignored for levels): {', '.join(map(display_name, self_refs))}")
+        external = plan.catalog.external_foreign_keys
+        if external:
+            self.line(f"FKs to tables outside the copied schemas (not copied): {len(external)}")
+            for fk in external:
+                self.line(f"  {fk}")
+        self.line(
+            f"Totals: {len(plan.catalog.tables)} tables, {plan.fk_count} foreign keys, "
+            f"{len(_levels(plan))} levels"
+        )
+
+    def table_done(self, result: TableResult) -> None:
+        self.line(
+            f"  {result.name:<44} {result.rows:>10,} rows {result.bytes / 1e6:>9.2f} MB "
+            f"{result.seconds:>7.3f} s {result.mb_per_s:>8.1f} MB/s  {result.format}"
+        )
+
+    def refresh_summary(self, results: Sequence[TableResult], seconds: float, run_id: str) -> None:
+        rows = sum(r.rows for r in results)
+        size = sum(r.bytes for r in results)
+        self.line(
+            f"Refreshed {len(results)} tables: {rows:,} rows, {size / 1e6:.1f} MB in {seconds:.1f} s "
+            f"(Dagster run {run_id})"
+        )
+
+
+def _levels(plan: Plan) -> list[tuple[TableRef, ...]]:
+    return plan.batches
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {
+        "tables": [
+            {"name": str(ref), "level": plan.level[ref], "parents": [str(p) for p in plan.parents[ref]]}
+            for batch in plan.batches for ref in batch
+        ],
+        "cycles": [[str(r) for r in cycle] for cycle in plan.cycles],
+        "fk_count": plan.fk_count,
+        "levels": len(plan.batches),
+    }
+
+
+# --- commands -------------------------------------------------------------------------------
+
+def source_endpoint() -> Endpoint:
+    return Endpoint("source", os.environ.get(SOURCE_DSN_VAR, ""))
+
+
+def read_source_catalog() -> Catalog:
+    conn = source_endpoint().connect(read_only=True)
+    try:
+        return read_catalog(conn, TableFilter.from_env())
+    finally:
+        conn.close()
+
+
+def cmd_introspect(args: argparse.Namespace, out: Printer) -> int:
+    catalog = read_source_catalog()
+    path = state_path()
+    catalog.save(path)
+    out.line(
+        f"Saved the catalog of {source_endpoint()}: {len(catalog.tables)} tables, "
+        f"{len(catalog.foreign_keys)} foreign keys, fingerprint {catalog.fingerprint()}, to {path}"
+    )
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace, out: Printer) -> int:
+    catalog = Catalog.load(state_path()) if args.from_state else read_source_catalog()
+    plan = make_plan(catalog)
+    if args.json:
+        out.json(plan_json(plan))
+    else:
+        out.plan(plan)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, out: Printer) -> int:
+    from . import demo  # the engine never imports the demo; only the CLI does
+
+    if args.action == "down":
+        stopped = demo.down()
+        out.line("Stopped the demo PostgreSQL." if stopped else "The demo PostgreSQL was not running.")
+        return EXIT_OK
+    if args.scale < 1:
+        raise RefreshError(f"--scale must be 1 or more, got {args.scale}")
+    started = time.perf_counter()
+    info = demo.up(scale=args.scale)
+    load_env_file()
+    os.environ[SOURCE_DSN_VAR], os.environ[TARGET_DSN_VAR] = info.source_dsn, info.target_dsn
+    out.line(f"Demo PostgreSQL 18 is up in {info.data_dir} ({time.perf_counter() - started:.1f} s).")
+    out.line(f"  source (production): {Endpoint('source', info.source_dsn)}")
+    out.line(f"  target (staging):    {Endpoint('target', info.target_dsn)}")
+    out.line("  DSNs written to .env as MUVA_SOURCE_DSN and MUVA_TARGET_DSN.")
+    return cmd_introspect(args, out)
+
+
+def cmd_refresh(args: argparse.Namespace, out: Printer) -> int:
+    import dagster as dg
+
+    from .definitions import REFRESH_JOB, build_definitions
+
+    catalog = Catalog.load(state_path())
+    selected = resolve_tables(catalog, args.select) if args.select else None
+    make_plan(catalog, selected)  # refuse a bad selection before Dagster starts
+    defs = build_definitions(catalog)
+    from .assets import TableTranslator, keys_by_table
+
+    key_of = keys_by_table(catalog, TableTranslator())
+    table_of = {k: r for r, k in key_of.items()}
+    job = defs.resolve_job_def(REFRESH_JOB)
+    started = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=[key_of[r] for r in selected] if selected else None,
+            run_config={
+                "ops": {"refresh_tables": {"config": {"workers": args.workers}}},
+                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+            },
+            raise_on_error=False,
+        )
+    seconds = time.perf_counter() - started
+    results = []
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        meta = mat.metadata
+        results.append(TableResult(
+            display_name(table_of[mat.asset_key]), meta["rows"].value, meta["bytes"].value,
+            meta["seconds"].value, meta["copy_format"].value,
+        ))
+    if args.json:
+        out.json({
+            "tables": [{"name": r.name, "rows": r.rows, "bytes": r.bytes, "seconds": r.seconds} for r in results],
+            "checks": [],
+            "seconds": round(seconds, 3),
+            "run_id": result.run_id,
+            "success": result.success,
+        })
+    else:
+        for r in results:
+            out.table_done(r)
+        if result.success:
+            out.refresh_summary(results, seconds, result.run_id)
+    if result.success:
+        return EXIT_OK
+    cls_name, message = run_failure(result)
+    out.error(message)
+    return EXIT_BAD_INPUT if cls_name in BAD_INPUT_ERRORS else EXIT_FAILED
+
+
+def run_failure(result: Any) -> tuple[str, str]:
+    """The innermost error of the first failed step: the project's own error, not Dagster's wrapper."""
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            while error.cause is not None:
+                error = error.cause
+            return error.cls_name or "", error.message.strip()
+    return "", "the Dagster run failed; see its logs in the UI"
+
+
+# --- argument parsing -----------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="muva-refresh", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="start or stop the embedded demo databases")
+    demo.add_argument("action", choices=["up", "down"])
+    demo.add_argument("--scale", type=int, default=1, help="multiply the data tables (default 1)")
+    demo.set_defaults(run=cmd_demo)
+
+    intro = sub.add_parser("introspect", help="read the source catalog and save it as the state file")
+    intro.set_defaults(run=cmd_introspect)
+
+    plan = sub.add_parser("plan", help="print the FK levels, cycles and totals")
+    plan.add_argument("--json", action="store_true")
+    plan.add_argument("--from-state", action="store_true", help="use the saved state instead of the live source")
+    plan.set_defaults(run=cmd_plan)
+
+    refresh = sub.add_parser("refresh", help="refresh the target through the Dagster job")
+    refresh.add_argument("--select", nargs="+", metavar="TABLE", help="table or schema.table names")
+    refresh.add_argument("--workers", type=int, default=1, help="parallel copies per level (default 1: atomic)")
+    refresh.add_argument("--json", action="store_true")
+    refresh.set_defaults(run=cmd_refresh)
+    return p
+
+
+def main(argv: Sequence[str] | None = None, out: Printer | None = None) -> int:
+    out = out or Printer()
+    args = parser().parse_args(argv)
+    load_env_file()
+    os.environ.setdefault("DAGSTER_HOME", str(default_dagster_home()))
+    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    try:
+        return args.run(args, out)
+    except RefreshError as exc:
+        out.error(str(exc))
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,394 @@
+"""The copy: guards, one exported source snapshot, truncate, COPY streaming, sequences.
+
+The order of the calls in `refresh` is the safety argument: every guard runs before the
+first write, the source is only ever read, and the default load is one target transaction,
+so a failure leaves staging exactly as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping, Sequence
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from .catalog import Catalog, Table, TableFilter, TableRef, read_catalog
+from .errors import ConfigError, CopyError, RefreshError, SchemaDriftError, UnsafeTargetError
+from .graph import Plan, make_plan, strongly_connected
+
+EXPORT_SNAPSHOT = sql.SQL("SELECT pg_export_snapshot()")
+SET_SNAPSHOT = sql.SQL("SET TRANSACTION SNAPSHOT {}")  # takes no parameters, so a Literal
+READ_ONLY_SESSION = sql.SQL("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+REPLICA_ROLE = sql.SQL("SET LOCAL session_replication_role = replica")
+SERVER_IDENTITY = sql.SQL(
+    "SELECT pg_postmaster_start_time()::text, current_database(), "
+    "(SELECT oid FROM pg_database WHERE datname = current_database())::int, "
+    "current_setting('server_version_num')::int"
+)
+TRUNCATE = sql.SQL("TRUNCATE {tables}")  # never CASCADE: the selection guard names what's missing
+COPY_OUT = sql.SQL("COPY (SELECT {columns} FROM {table}{order}) TO STDOUT (FORMAT {format})")
+COPY_IN = sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT {format})")
+READ_SEQUENCE = sql.SQL("SELECT last_value, is_called FROM {sequence}")
+SET_SEQUENCE = sql.SQL("SELECT setval(%s::regclass, %s, %s)")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A database the tool talks to. Its str and repr never contain the password."""
+
+    role: str  # "source" or "target"
+    dsn: str = field(repr=False)
+
+    def __str__(self) -> str:
+        try:
+            info = conninfo_to_dict(self.dsn)
+        except psycopg.Error:
+            return f"{self.role} (unparsable DSN)"
+        return f"{self.role} {info.get('user', '?')}@{info.get('host', 'localhost')}/{info.get('dbname', '?')}"
+
+    @property
+    def password(self) -> str | None:
+        try:
+            return conninfo_to_dict(self.dsn).get("password") or None
+        except psycopg.Error:
+            return None
+
+    def scrub(self, text: str) -> str:
+        """Remove the password (and any DSN-looking secret) from a message."""
+        secret = self.password
+        if secret:
+            text = text.replace(secret, "***")
+        return re.sub(r"(password\s*=\s*)\S+", r"\1***", text)
+
+    def connect(self, *, read_only: bool) -> psycopg.Connection:
+        if not self.dsn:
+            raise ConfigError(f"no DSN for the {self.role}; set MUVA_{self.role.upper()}_DSN")
+        try:
+            conn = psycopg.connect(self.dsn, application_name=f"muva_refresh {self.role}")
+        except psycopg.Error as exc:
+            raise ConfigError(f"cannot connect to the {self}: {describe(exc, self)}") from None
+        if read_only:
+            # Session-wide: even a statement sent outside our transactions cannot write.
+            conn.execute(READ_ONLY_SESSION)
+            conn.commit()
+            conn.read_only = True
+        return conn
+
+
+@dataclass(frozen=True)
+class CopyStats:
+    rows: int
+    bytes: int
+    seconds: float
+    format: str  # "binary" or "text"
+    digest: str  # blake2b of the key-ordered COPY stream, for comparing content later
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    snapshot_id: str
+    tables: Mapping[TableRef, CopyStats]
+    failed: Mapping[TableRef, str]
+    seconds: float
+    source_version: int
+    target_version: int
+    atomic: bool
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.tables.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(s.bytes for s in self.tables.values())
+
+    def raise_for_failures(self) -> None:
+        if self.failed:
+            first, reason = next(iter(self.failed.items()))
+            raise CopyError(
+                f"{len(self.failed)} table(s) failed, first {first}: {reason}; "
+                f"{len(self.tables)} table(s) were loaded, and every loaded table has its parents"
+            )
+
+
+def describe(exc: BaseException, *endpoints: Endpoint) -> str:
+    """One line for people: the primary message only, since DETAIL can quote production rows."""
+    text = str(exc)
+    if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
+        text = exc.diag.message_primary
+    for endpoint in endpoints:
+        text = endpoint.scrub(text)
+    return text.strip()
+
+
+# --- guards: all of them run before the first write ------------------------------------------
+
+def server_identity(conn: psycopg.Connection) -> tuple:
+    return conn.execute(SERVER_IDENTITY).fetchone()
+
+
+def guard_distinct(source: Endpoint, target: Endpoint, src: psycopg.Connection, dst: psycopg.Connection) -> None:
+    """Refuse when both DSNs reach the same database, however differently they are spelled."""
+    same_server_and_db = server_identity(src)[:3] == server_identity(dst)[:3]
+    if source.dsn == target.dsn or same_server_and_db:
+        raise UnsafeTargetError(
+            f"the target is the source ({target} reaches the same database as {source}); "
+            "point MUVA_TARGET_DSN at staging"
+        )
+
+
+def guard_schema(plan: Plan, target_catalog: Catalog) -> None:
+    """Every selected table exists on the target with the same copied columns and types."""
+    on_target = {t.ref: t for t in target_catalog.tables}
+    problems: list[str] = []
+    for ref in plan.selected:
+        source_table = plan.catalog.table(ref)
+        target_table = on_target.get(ref)
+        if target_table is None:
+            problems.append(f"table {ref} is missing on the target")
+            continue
+        problems.extend(column_drift(source_table, target_table))
+    if problems:
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise SchemaDriftError(
+            "source and target schemas differ; migrate staging first, nothing was touched:\n  "
+            + "\n  ".join(shown)
+        )
+
+
+def column_drift(source: Table, target: Table) -> list[str]:
+    src = {c.name: c for c in source.copied_columns}
+    dst = {c.name: c for c in target.copied_columns}
+    problems = []
+    for name, col in src.items():
+        other = dst.get(name)
+        if other is None:
+            problems.append(f"column {source.ref}.{name!r} ({col.type}) is missing on the target")
+        elif other.type != col.type:
+            problems.append(f"column {source.ref}.{name!r} is {col.type} on the source, {other.type} on the target")
+    for name, col in dst.items():
+        if name not in src and col.not_null and not col.has_default:
+            problems.append(f"column {target.ref}.{name!r} ({col.type}) exists only on the target and is NOT NULL")
+    return problems
+
+
+# --- snapshot -------------------------------------------------------------------------------
+
+def begin_snapshot_reader(conn: psycopg.Connection) -> None:
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+
+
+@contextmanager
+def exported_snapshot(source: Endpoint) -> Iterator[tuple[psycopg.Connection, str]]:
+    """A REPEATABLE READ, READ ONLY transaction whose snapshot others import by id.
+
+    The snapshot lives as long as this transaction; every copy of the run reads through it.
+    """
+    conn = source.connect(read_only=True)
+    try:
+        begin_snapshot_reader(conn)
+        snapshot_id = conn.execute(EXPORT_SNAPSHOT).fetchone()[0]
+        yield conn, snapshot_id
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def attach_snapshot(conn: psycopg.Connection, snapshot_id: str) -> None:
+    """Make `conn`'s next transaction read exactly what the exporting transaction reads."""
+    begin_snapshot_reader(conn)
+    conn.execute(SET_SNAPSHOT.format(sql.Literal(snapshot_id)))
+
+
+# --- streaming ------------------------------------------------------------------------------
+
+def copy_format(table: Table, same_major: bool) -> str:
+    return "binary" if same_major and table.binary_safe else "text"
+
+
+def copy_out_sql(table: Table, fmt: str) -> sql.Composed:
+    """Key-ordered, so the stream's digest can be compared with a read-back of the target."""
+    order_cols = table.primary_key or tuple(c.name for c in table.copied_columns)
+    order = sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(map(sql.Identifier, order_cols))) if order_cols else sql.SQL("")
+    return COPY_OUT.format(columns=column_list(table), table=table.ref.ident(), order=order, format=sql.SQL(fmt.upper()))
+
+
+def copy_in_sql(table: Table, fmt: str) -> sql.Composed:
+    return COPY_IN.format(table=table.ref.ident(), columns=column_list(table), format=sql.SQL(fmt.upper()))
+
+
+def column_list(table: Table) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(c.name) for c in table.copied_columns)
+
+
+def stream_table(src: psycopg.Connection, dst: psycopg.Connection, table: Table, fmt: str) -> CopyStats:
+    """COPY TO STDOUT -> COPY FROM STDIN, block by block; psycopg's writer queue bounds memory."""
+    started = time.perf_counter()
+    digest = hashlib.blake2b(digest_size=16)
+    size = 0
+    out_cur = src.cursor()
+    with out_cur.copy(copy_out_sql(table, fmt)) as out, dst.cursor().copy(copy_in_sql(table, fmt)) as into:
+        for block in out:
+            digest.update(block)
+            size += len(block)
+            into.write(block)
+    return CopyStats(out_cur.rowcount, size, time.perf_counter() - started, fmt, digest.hexdigest())
+
+
+def sync_sequences(src: psycopg.Connection, dst: psycopg.Connection, source_table: Table, target_table: Table) -> None:
+    """Set each serial/identity sequence on the target from the source's."""
+    target_seq = {s.column: s.sequence for s in target_table.sequences}
+    for owned in source_table.sequences:
+        dest = target_seq.get(owned.column)
+        if dest is None:
+            continue  # a column without a sequence on the target was already reported as drift, or is fine
+        last_value, is_called = src.execute(READ_SEQUENCE.format(sequence=owned.sequence.ident())).fetchone()
+        dst.execute(SET_SEQUENCE, (dest.ident().as_string(dst), last_value, is_called))
+
+
+# --- the refresh ----------------------------------------------------------------------------
+
+ProgressFn = Callable[[TableRef, CopyStats], None]
+
+
+def refresh(
+    source: Endpoint,
+    target: Endpoint,
+    selected: Sequence[TableRef] | None = None,
+    *,
+    table_filter: TableFilter | None = None,
+    expected_fingerprint: str | None = None,
+    workers: int = 1,
+    on_table: ProgressFn | None = None,
+) -> RefreshReport:
+    """Copy the selected tables (all by default) from one snapshot of the source into the target.
+
+    Failures of the parallel mode come back in `report.failed`; call `raise_for_failures()`.
+
+    workers == 1: one target transaction; all or nothing.
+    workers > 1: level by level on that many connection pairs, a transaction per table
+    (or per FK cycle); a failure leaves every loaded table's parents loaded, so no orphans.
+    """
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
+    started = time.perf_counter()
+    with exported_snapshot(source) as (src, snapshot_id):
+        dst = target.connect(read_only=False)
+        try:
+            guard_distinct(source, target, src, dst)
+            source_catalog = read_catalog(src, table_filter)
+            if expected_fingerprint and source_catalog.fingerprint() != expected_fingerprint:
+                raise SchemaDriftError(
+                    "the source schema changed since the catalog state was saved; "
+                    "run `muva-refresh introspect` and reload the code location"
+                )
+            plan = make_plan(source_catalog, selected)
+            target_catalog = read_catalog(dst, TableFilter(source_catalog.schemas))
+            dst.commit()
+            guard_schema(plan, target_catalog)
+            same_major = source_catalog.server_version // 10000 == target_catalog.server_version // 10000
+            load = _load_atomically if workers == 1 else _load_in_parallel
+            tables, failed = load(
+                plan, target_catalog, src, dst, source, target, snapshot_id, same_major, workers, on_table
+            )
+        finally:
+            dst.close()
+    return RefreshReport(
+        snapshot_id=snapshot_id,
+        tables=tables,
+        failed=failed,
+        seconds=time.perf_counter() - started,
+        source_version=source_catalog.server_version,
+        target_version=target_catalog.server_version,
+        atomic=workers == 1,
+    )
+
+
+def _load_atomically(plan, target_catalog, src, dst, source, target, snapshot_id, same_major, workers, on_table):
+    done: dict[TableRef, CopyStats] = {}
+    try:
+        with dst.transaction():
+            dst.execute(REPLICA_ROLE)  # FK and user triggers stay quiet; SET LOCAL ends with the transaction
+            dst.execute(TRUNCATE.format(tables=sql.SQL(", ").join(r.ident() for r in plan.selected)))
+            for batch in plan.batches:
+                for ref in batch:
+                    done[ref] = _copy_one(plan, target_catalog, src, dst, ref, same_major)
+                    if on_table:
+                        on_table(ref, done[ref])  # progress; visible to readers only at COMMIT
+    except psycopg.Error as exc:
+        where = next((r for b in plan.batches for r in b if r not in done), None)
+        raise CopyError(
+            f"copy failed at {where}: {describe(exc, source, target)}; "
+            "the target was rolled back and is unchanged"
+        ) from None
+    return done, {}
+
+
+def _copy_one(plan: Plan, target_catalog: Catalog, src, dst, ref: TableRef, same_major: bool) -> CopyStats:
+    table = plan.catalog.table(ref)
+    stats = stream_table(src, dst, table, copy_format(table, same_major))
+    sync_sequences(src, dst, table, target_catalog.table(ref))
+    return stats
+
+
+def _load_in_parallel(plan, target_catalog, src, dst, source, target, snapshot_id, same_major, workers, on_table):
+    with dst.transaction():
+        dst.execute(TRUNCATE.format(tables=sql.SQL(", ").join(r.ident() for r in plan.selected)))
+    done: dict[TableRef, CopyStats] = {}
+    failed: dict[TableRef, str] = {}
+    lock = threading.Lock()
+    local = threading.local()
+    opened: list[psycopg.Connection] = []
+
+    def pair() -> tuple[psycopg.Connection, psycopg.Connection]:
+        if not hasattr(local, "pair"):
+            local.pair = (source.connect(read_only=True), target.connect(read_only=False))
+            with lock:
+                opened.extend(local.pair)
+        return local.pair
+
+    def load_unit(unit: tuple[TableRef, ...]) -> None:
+        wsrc, wdst = pair()
+        try:
+            attach_snapshot(wsrc, snapshot_id)
+            with wdst.transaction():
+                wdst.execute(REPLICA_ROLE)
+                stats = {ref: _copy_one(plan, target_catalog, wsrc, wdst, ref, same_major) for ref in unit}
+            with lock:  # callbacks run one at a time, so they need not be thread-safe
+                done.update(stats)
+                for ref, s in stats.items():
+                    if on_table:
+                        on_table(ref, s)
+        except (psycopg.Error, RefreshError) as exc:
+            with lock:
+                for ref in unit:
+                    failed[ref] = describe(exc, source, target)
+        finally:
+            wsrc.rollback()
+
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="muva-copy") as pool:
+            for batch in plan.batches:
+                # An FK cycle shares a level; its members load in one transaction.
+                parents = {t: tuple(p for p in plan.parents[t] if p in batch) for t in batch}
+                units = strongly_connected(list(batch), parents)
+                list(pool.map(load_unit, units))
+                if failed:
+                    break  # deeper levels would point at what failed to load
+    finally:
+        for conn in opened:
+            conn.close()
+    return done, failed

@@ -1,0 +1,96 @@
+"""Real PostgreSQL for every test: one embedded PostgreSQL 18 per run, a database per test.
+
+The machine's PostgreSQL (127.0.0.1:5432 by default, MUVA_TEST_PG15_DSN to override) is the
+second major version; tests that need it skip with the reason when it is not there.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+SQL_DIR = Path(__file__).parent / "sql"
+SECOND_SERVER_DSN = os.environ.get("MUVA_TEST_PG15_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+_names = itertools.count()
+
+
+class Server:
+    """A PostgreSQL server on which tests create and drop their own databases."""
+
+    def __init__(self, admin_dsn: str):
+        self.admin_dsn = admin_dsn
+        self.created: list[str] = []
+
+    def dsn(self, dbname: str) -> str:
+        return psycopg.conninfo.make_conninfo(self.admin_dsn, dbname=dbname)
+
+    def create_database(self, prefix: str, template: str | None = None) -> str:
+        name = f"{prefix}_{os.getpid()}_{next(_names)}"
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+            if template:
+                create = sql.SQL("{} TEMPLATE {}").format(create, sql.Identifier(template))
+            conn.execute(create)
+        self.created.append(name)
+        return self.dsn(name)
+
+    def drop_created(self) -> None:
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            for name in self.created:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        self.created.clear()
+
+    def database_from_sql(self, prefix: str, *sql_files: str) -> str:
+        dsn = self.create_database(prefix)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for name in sql_files:
+                conn.execute((SQL_DIR / name).read_text())
+        return dsn
+
+    @property
+    def major(self) -> int:
+        with psycopg.connect(self.admin_dsn) as conn:
+            return conn.info.server_version // 10000
+
+
+@pytest.fixture(scope="session")
+def pg() -> Server:
+    """The embedded PostgreSQL 18 (with pgvector), on a Unix socket in a private directory.
+
+    MUVA_TEST_DSN points the tests at an already running server instead.
+    """
+    if os.environ.get("MUVA_TEST_DSN"):
+        server = Server(os.environ["MUVA_TEST_DSN"])
+        yield server
+        server.drop_created()
+        return
+    from muva_refresh.demo import server as demo_server
+
+    root = Path(tempfile.mkdtemp(prefix="muva-t-"))
+    embedded = demo_server.start(data_dir=root / "pg")
+    yield Server(embedded.dsn("postgres"))
+    demo_server.stop(data_dir=root / "pg")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg15() -> Server:
+    """The machine's own PostgreSQL, a different major version from the embedded one."""
+    try:
+        with psycopg.connect(SECOND_SERVER_DSN, connect_timeout=3) as conn:
+            major = conn.info.server_version // 10000
+    except psycopg.Error as exc:
+        pytest.skip(f"no second PostgreSQL server at {SECOND_SERVER_DSN.split('@')[-1]}: {exc}".splitlines()[0])
+    if major == 18:
+        pytest.skip("the second server is also PostgreSQL 18; cross-version tests need another major")
+    server = Server(SECOND_SERVER_DSN)
+    yield server
+    server.drop_created()

@@ -1,0 +1,189 @@
+"""The copy engine, without Dagster: equality after a refresh, every refusal, atomicity."""
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from muva_refresh.catalog import TableFilter, TableRef, read_catalog
+from muva_refresh.copy import Endpoint, refresh
+from muva_refresh.errors import ConfigError, CopyError, SchemaDriftError, SelectionError, UnsafeTargetError
+
+TWISTS = TableFilter(("public",))
+HOSTILE = TableFilter(("public", "Billing Ops"))
+
+
+def table_fingerprints(dsn: str, table_filter: TableFilter = TWISTS) -> dict[TableRef, tuple[int, str]]:
+    """Row count and an ordered content hash per table, generated columns included."""
+    with psycopg.connect(dsn) as conn:
+        catalog = read_catalog(conn, table_filter)
+        found = {}
+        for table in catalog.tables:
+            query = sql.SQL("SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {} t")
+            found[table.ref] = tuple(conn.execute(query.format(table.ref.ident())).fetchone())
+        return found
+
+
+def count(dsn: str, table: str, where: str = "true") -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE " + where).format(sql.Identifier(table))).fetchone()[0]
+
+
+@pytest.fixture
+def pair(pg):
+    """A source and a target with the twists schema; the target holds stale rows."""
+    source = pg.database_from_sql("src", "twists.sql")
+    target = pg.database_from_sql("dst", "twists.sql")
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("INSERT INTO region VALUES (9, 'stale region')")
+        conn.execute("INSERT INTO customer (region_id, name) VALUES (9, 'stale customer')")
+    return Endpoint("source", source), Endpoint("target", target)
+
+
+def test_refresh_makes_every_table_equal_and_removes_stale_rows(pair):
+    source, target = pair
+    report = refresh(source, target)
+    assert table_fingerprints(target.dsn) == table_fingerprints(source.dsn)
+    assert count(target.dsn, "region", "name = 'stale region'") == 0
+    assert report.tables[TableRef("public", "customer")].rows == 50
+    assert report.tables[TableRef("public", "person")].format == "text"  # enum array: no binary OIDs
+    assert report.tables[TableRef("public", "region")].format == "binary"
+    assert report.snapshot_id
+
+
+def test_sequences_follow_the_source_and_triggers_stay_enabled(pair):
+    source, target = pair
+    refresh(source, target)
+    with psycopg.connect(target.dsn, autocommit=True) as conn:
+        new_id = conn.execute("INSERT INTO customer (name) VALUES ('new') RETURNING id").fetchone()[0]
+        assert new_id > 50
+        item_id = conn.execute("INSERT INTO item (aisle, slot) VALUES (1, 1) RETURNING id").fetchone()[0]
+        assert item_id > 41
+        disabled = conn.execute("SELECT count(*) FROM pg_trigger WHERE tgenabled <> 'O'").fetchone()[0]
+        assert disabled == 0
+        assert conn.execute("SHOW session_replication_role").fetchone()[0] == "origin"
+
+
+def test_hostile_identifiers_are_quoted_everywhere(pg):
+    source = Endpoint("source", pg.database_from_sql("src", "hostile.sql"))
+    target = Endpoint("target", pg.database_from_sql("dst", "hostile.sql"))
+    report = refresh(source, target, table_filter=HOSTILE)
+    assert report.tables[TableRef("Billing Ops", 'Invoice "Line".v2')].rows == 25
+    assert table_fingerprints(target.dsn, HOSTILE) == table_fingerprints(source.dsn, HOSTILE)
+    with psycopg.connect(target.dsn, autocommit=True) as conn:
+        line_no = conn.execute(
+            'INSERT INTO "Billing Ops"."Invoice ""Line"".v2" ("Customer ID") VALUES (1) RETURNING "Line No"'
+        ).fetchone()[0]
+    assert line_no > 25
+
+
+def test_a_table_selection_copies_only_the_selection(pair):
+    source, target = pair
+    selected = [TableRef("public", n) for n in ("customer", "audit_log")]
+    report = refresh(source, target, selected)
+    assert set(report.tables) == set(selected)
+    assert count(target.dsn, "region", "name = 'stale region'") == 1  # outside the selection: untouched
+
+
+def test_refuses_the_same_database_even_spelled_differently(pair):
+    source, _ = pair
+    respelled = psycopg.conninfo.make_conninfo(source.dsn, application_name="other spelling")
+    for dsn in (source.dsn, respelled):
+        with pytest.raises(UnsafeTargetError, match="target is the source"):
+            refresh(source, Endpoint("target", dsn))
+
+
+def test_a_selection_that_would_orphan_children_is_refused_before_anything_is_touched(pair):
+    source, target = pair
+    with pytest.raises(SelectionError, match=r"public\.audit_log") as err:
+        refresh(source, target, [TableRef("public", "customer")])
+    assert "public.customer" not in str(err.value).split("add ")[1]
+    assert count(target.dsn, "customer", "name = 'stale customer'") == 1
+
+
+def test_a_missing_target_table_is_named_and_nothing_is_truncated(pair):
+    source, target = pair
+    with psycopg.connect(target.dsn, autocommit=True) as conn:
+        conn.execute("DROP TABLE audit_log")
+    with pytest.raises(SchemaDriftError, match=r"table public\.audit_log is missing on the target"):
+        refresh(source, target)
+    assert count(target.dsn, "region", "name = 'stale region'") == 1
+
+
+def test_a_column_mismatch_names_the_table_and_column_and_nothing_is_truncated(pair):
+    source, target = pair
+    with psycopg.connect(target.dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE shelf ALTER COLUMN label TYPE varchar(40)")
+        conn.execute("ALTER TABLE region ADD COLUMN code text NOT NULL DEFAULT 'x'")  # has a default: fine
+    with pytest.raises(SchemaDriftError, match=r"public\.shelf\.'label' is text on the source, character varying\(40\)"):
+        refresh(source, target)
+    assert count(target.dsn, "region", "name = 'stale region'") == 1
+
+
+def test_a_bad_dsn_fails_with_a_clear_message_and_no_password(pair):
+    source, target = pair
+    bad = Endpoint("target", "postgresql://muva:Sup3rSecret@/nope?host=/nonexistent-socket-dir")
+    with pytest.raises(ConfigError) as err:
+        refresh(source, bad)
+    assert "cannot connect to the target" in str(err.value)
+    assert "Sup3rSecret" not in str(err.value) and "Sup3rSecret" not in repr(bad) and "Sup3rSecret" not in str(bad)
+    with pytest.raises(ConfigError, match="set MUVA_SOURCE_DSN"):
+        refresh(Endpoint("source", ""), target)
+
+
+def test_the_source_connection_cannot_write(pair):
+    source, _ = pair
+    conn = source.connect(read_only=True)
+    try:
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("INSERT INTO region VALUES (77, 'written through the source')")
+        conn.rollback()
+        conn.autocommit = True
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            conn.execute("DELETE FROM region")
+    finally:
+        conn.close()
+
+
+def plant_copy_failure(target: Endpoint) -> None:
+    """A CHECK on the target that one source row violates: the guards pass, the copy fails."""
+    with psycopg.connect(target.dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE customer ADD CONSTRAINT no_seven CHECK (name <> 'customer 7') NOT VALID")
+
+
+def test_a_failed_copy_rolls_back_and_leaves_the_target_as_it_was(pair):
+    source, target = pair
+    before = table_fingerprints(target.dsn)
+    plant_copy_failure(target)
+    with pytest.raises(CopyError, match=r"public\.customer.*rolled back"):
+        refresh(source, target)
+    assert table_fingerprints(target.dsn) == before
+
+
+def test_a_parallel_failure_leaves_no_table_without_its_parents(pair):
+    source, target = pair
+    plant_copy_failure(target)
+    report = refresh(source, target, workers=2)
+    assert set(report.failed) == {TableRef("public", "customer")}
+    with pytest.raises(CopyError, match="every loaded table has its parents"):
+        report.raise_for_failures()
+    assert TableRef("public", "region") in report.tables
+    assert count(target.dsn, "audit_log") == 0  # its parent failed, so it was not loaded
+    assert count(target.dsn, "region") == 2
+
+
+def test_parallel_mode_produces_the_same_target(pair):
+    source, target = pair
+    report = refresh(source, target, workers=3)
+    assert not report.failed and not report.atomic
+    assert table_fingerprints(target.dsn) == table_fingerprints(source.dsn)
+
+
+@pytest.mark.parametrize("direction", ["15 to 18", "18 to 15"])
+def test_cross_version_refresh_uses_text_and_matches(pg, pg15, direction):
+    old = pg15.database_from_sql("x15", "twists.sql")
+    new = pg.database_from_sql("x18", "twists.sql")
+    source, target = (old, new) if direction == "15 to 18" else (new, old)
+    report = refresh(Endpoint("source", source), Endpoint("target", target))
+    assert {s.format for s in report.tables.values()} == {"text"}
+    assert report.source_version // 10000 != report.target_version // 10000
+    assert table_fingerprints(target) == table_fingerprints(source)

@@ -1,0 +1,136 @@
+"""The Dagster edge: definitions from saved state, the job with real resources, drift, executors."""
+
+import threading
+
+import dagster as dg
+import psycopg
+import pytest
+
+from muva_refresh.assets import TableTranslator, key_part
+from muva_refresh.catalog import Catalog, TableFilter, read_catalog
+from muva_refresh.definitions import REFRESH_JOB, build_definitions, defs
+from muva_refresh.errors import ConfigError
+
+from .test_consistency import ORPHANS, write_family
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def saved_catalog(dsn: str, table_filter: TableFilter, path) -> Catalog:
+    with psycopg.connect(dsn) as conn:
+        catalog = read_catalog(conn, table_filter)
+    catalog.save(path)
+    return Catalog.load(path)
+
+
+@pytest.fixture
+def hostile_env(pg, tmp_path, monkeypatch):
+    source = pg.database_from_sql("src", "hostile.sql", "twists.sql")
+    target = pg.database_from_sql("dst", "hostile.sql", "twists.sql")
+    monkeypatch.setenv("MUVA_SOURCE_DSN", source)
+    monkeypatch.setenv("MUVA_TARGET_DSN", target)
+    monkeypatch.setenv("MUVA_SCHEMAS", "public,Billing Ops")
+    monkeypatch.setenv("MUVA_STATE_PATH", str(tmp_path / "catalog.json"))
+    catalog = saved_catalog(source, TableFilter.from_env(), tmp_path / "catalog.json")
+    return source, target, catalog
+
+
+def specs_by_table_name(definitions: dg.Definitions) -> dict[str, dg.AssetSpec]:
+    return {s.metadata["dagster/table_name"]: s for s in definitions.resolve_all_asset_specs()}
+
+
+def test_key_parts_are_dagster_safe_and_distinct():
+    assert key_part("reservations") == "reservations"
+    odd = [key_part(n) for n in ("Invoice Line", "Invoice_Line", "invoice line", 'Invoice "Line"')]
+    assert len(set(odd)) == 4
+    assert all(dg.AssetKey([p]) for p in odd)
+
+
+def test_definitions_come_from_the_saved_state_without_a_database(hostile_env, monkeypatch):
+    monkeypatch.setenv("MUVA_SOURCE_DSN", "postgresql://nobody@/nowhere?host=/nonexistent")
+    loaded = defs()
+    specs = specs_by_table_name(loaded)
+    invoice = specs['Billing Ops.Invoice "Line".v2']
+    assert invoice.key.path[0].startswith("Billing_Ops_") and invoice.key.path[1].startswith("Invoice__Line__v2_")
+    assert [d.asset_key for d in invoice.deps] == [specs["Billing Ops.Customer"].key]
+    assert invoice.group_name == "level_1" and invoice.kinds == {"postgres"}
+    assert "Customer ID" in invoice.description
+    columns = {c.name: c for c in invoice.metadata["dagster/column_schema"].columns}
+    assert columns["Line No"].constraints.other == ["primary key"]
+    assert specs["public.customer"].key == dg.AssetKey(["customer"])
+    assert {d.asset_key for d in specs["public.item"].deps} == {dg.AssetKey(["person"]), dg.AssetKey(["shelf"])}
+    assert "generated, not copied" in {
+        o for c in specs["public.customer"].metadata["dagster/column_schema"].columns for o in c.constraints.other
+    }
+    assert loaded.resolve_job_def(REFRESH_JOB)
+
+
+def test_missing_state_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("MUVA_STATE_PATH", str(tmp_path / "absent.json"))
+    with pytest.raises(ConfigError, match="run `muva-refresh introspect`"):
+        defs()
+
+
+def test_the_job_materializes_every_table_with_metadata(hostile_env):
+    source, target, catalog = hostile_env
+    result = build_definitions(catalog).resolve_job_def(REFRESH_JOB).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), run_config=QUIET
+    )
+    assert result.success
+    materialized = {e.asset_key: e.step_materialization_data.materialization.metadata
+                    for e in result.get_asset_materialization_events()}
+    assert len(materialized) == len(catalog.tables)
+    customer = materialized[dg.AssetKey(["customer"])]
+    assert customer["dagster/row_count"].value == 50
+    assert {"bytes", "seconds", "MB/s", "snapshot_id", "copy_format"} <= set(customer)
+    assert len({m["snapshot_id"].value for m in materialized.values()}) == 1
+
+
+def test_a_source_schema_change_since_introspect_stops_the_run(hostile_env):
+    source, target, catalog = hostile_env
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute("ALTER TABLE region ADD COLUMN added_by_deploy text")
+    result = build_definitions(catalog).resolve_job_def(REFRESH_JOB).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), run_config=QUIET, raise_on_error=False
+    )
+    assert not result.success
+    with psycopg.connect(target) as conn:
+        assert conn.execute("SELECT count(*) FROM customer").fetchone()[0] == 50  # untouched (seeded)
+
+
+def multiprocess_refresh_job() -> dg.JobDefinition:
+    """Rebuilt in the step's own process from the state file the test wrote."""
+    from muva_refresh.settings import state_path
+
+    loaded = build_definitions(Catalog.load(state_path()))
+    job = dg.define_asset_job("refresh_multiprocess", selection=dg.AssetSelection.all(),
+                              executor_def=dg.multiprocess_executor)
+    return dg.Definitions(assets=loaded.assets, jobs=[job], resources=loaded.resources).resolve_job_def(job.name)
+
+
+def test_the_snapshot_holds_under_the_multiprocess_executor_with_concurrent_writes(hostile_env, tmp_path):
+    source, target, _ = hostile_env
+    stop = threading.Event()
+
+    def keep_writing():
+        with psycopg.connect(source, autocommit=True) as conn:
+            n = 0
+            while not stop.is_set() and n < 5000:
+                write_family(conn, n)
+                n += 1
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
+            result = dg.execute_job(dg.reconstructable(multiprocess_refresh_job), instance=instance, run_config=QUIET)
+            assert result.success
+            counts = {e.asset_key.path[-1]: e.step_materialization_data.materialization.metadata["rows"].value
+                      for e in result.get_asset_materialization_events()}
+    finally:
+        stop.set()
+        writer.join()
+    with psycopg.connect(target) as conn:
+        assert conn.execute(ORPHANS).fetchone()[0] == 0
+        for table in ("region", "customer", "audit_log"):
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == counts[table]
