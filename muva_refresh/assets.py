@@ -8,12 +8,16 @@ selection: one snapshot, one target transaction, and no per-step process start-u
 # No `from __future__ import annotations`: Dagster reads the asset function's annotations.
 import hashlib
 import re
-from typing import Iterator, Mapping, Sequence
+from collections import defaultdict
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import dagster as dg
+import pandas as pd
 
 from .catalog import Catalog, Table, TableFilter, TableRef
+from .checks import CHECKS, WARN, CheckOutcome, Verifier, validate_live
 from .copy import CopyStats, RefreshReport, refresh
+from .errors import BlockingCheckError
 from .graph import Plan, make_plan
 from .resources import PostgresDatabase
 
@@ -89,6 +93,23 @@ class TableTranslator:
             metadata=self.metadata(table),
         )
 
+    def check_specs(self, table: Table) -> list[dg.AssetCheckSpec]:
+        return [
+            dg.AssetCheckSpec(kind.name, asset=self.asset_key(table.ref), description=kind.description,
+                              blocking=kind.blocking, metadata={"severity_on_failure": kind.severity})
+            for kind in CHECKS
+        ]
+
+    def check_result(self, outcome: CheckOutcome) -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(
+            asset_key=self.asset_key(outcome.table),
+            check_name=outcome.check,
+            passed=outcome.passed,
+            severity=dg.AssetCheckSeverity.WARN if outcome.severity == WARN else dg.AssetCheckSeverity.ERROR,
+            description=outcome.summary,
+            metadata={k: metadata_value(v) for k, v in outcome.metadata.items()},
+        )
+
     def materialization_metadata(self, stats: CopyStats, report: RefreshReport) -> dict[str, object]:
         return {
             "dagster/row_count": dg.MetadataValue.int(stats.rows),
@@ -102,6 +123,16 @@ class TableTranslator:
             "source_server_version": dg.MetadataValue.int(report.source_version),
             "target_server_version": dg.MetadataValue.int(report.target_version),
         }
+
+
+def metadata_value(value: Any) -> Any:
+    """Plain values pass through; a DataFrame of details becomes a table in the UI."""
+    if isinstance(value, pd.DataFrame):
+        return dg.MetadataValue.table(
+            records=[dg.TableRecord({k: str(v) for k, v in row.items()}) for row in value.to_dict("records")],
+            schema=dg.TableSchema(columns=[dg.TableColumn(str(c), "string") for c in value.columns]),
+        )
+    return value
 
 
 class RefreshConfig(dg.Config):
@@ -130,30 +161,51 @@ def build_table_assets(
     @dg.multi_asset(
         name=TABLE_ASSETS_NAME,
         specs=[translator.asset_spec(t, plan) for t in catalog.tables],
+        check_specs=[spec for t in catalog.tables for spec in translator.check_specs(t)],
         can_subset=True,
         pool=TARGET_POOL,
-        description="Copies the selected tables from one source snapshot into the target.",
+        description="Copies the selected tables from one source snapshot into the target, then checks them.",
     )
     def refresh_tables(
         context: dg.AssetExecutionContext,
         config: RefreshConfig,
         source: PostgresDatabase,
         target: PostgresDatabase,
-    ) -> Iterator[dg.MaterializeResult]:
-        selected = sorted(table_of[k] for k in context.selected_asset_keys)
-        report = refresh(
-            source.endpoint(),
-            target.endpoint(),
-            selected,
-            table_filter=table_filter or TableFilter.from_env(),
-            expected_fingerprint=catalog.fingerprint(),
-            workers=config.workers,
-            on_table=lambda ref, s: context.log.info(
-                f"{ref}: {s.rows:,} rows, {s.bytes:,} bytes in {s.seconds:.2f}s ({s.format})"
-            ),
-        )
-        for ref, stats in report.tables.items():
-            yield dg.MaterializeResult(asset_key=key_of[ref], metadata=translator.materialization_metadata(stats, report))
-        report.raise_for_failures()
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        tables = sorted(table_of[k] for k in context.selected_asset_keys)
+        wanted: dict[TableRef, set[str]] = defaultdict(set)
+        for check_key in context.selected_asset_check_keys:
+            wanted[table_of[check_key.asset_key]].add(check_key.name)
+
+        def results(outcomes: Iterable[CheckOutcome]) -> Iterator[dg.AssetCheckResult]:
+            for o in outcomes:
+                if o.check in wanted.get(o.table, ()):
+                    yield translator.check_result(o)
+
+        filter_ = table_filter or TableFilter.from_env()
+        if tables:
+            verifier = Verifier()  # the blocking checks guard the load even when not selected
+            try:
+                report = refresh(
+                    source.endpoint(), target.endpoint(), tables,
+                    table_filter=filter_,
+                    expected=catalog,
+                    workers=config.workers,
+                    on_table=lambda ref, s: context.log.info(
+                        f"{ref}: {s.rows:,} rows, {s.bytes:,} bytes in {s.seconds:.2f}s ({s.format})"
+                    ),
+                    gate=verifier.gate,
+                )
+            except BlockingCheckError:
+                yield from results(verifier.outcomes)
+                raise
+            for ref, stats in report.tables.items():
+                yield dg.MaterializeResult(asset_key=key_of[ref], metadata=translator.materialization_metadata(stats, report))
+            verifier.after_commit(target.endpoint(), report)
+            yield from results(verifier.outcomes)
+            report.raise_for_failures()
+        only_checks = {ref: names for ref, names in wanted.items() if ref not in set(tables)}
+        if only_checks:
+            yield from results(validate_live(source.endpoint(), target.endpoint(), only_checks, filter_))
 
     return refresh_tables

@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from .catalog import Catalog, Table, TableFilter, TableRef, read_catalog
+from .catalog import Catalog, Table, TableFilter, TableRef, catalog_drift, read_catalog
 from .errors import ConfigError, CopyError, RefreshError, SchemaDriftError, UnsafeTargetError
 from .graph import Plan, make_plan, strongly_connected
 
@@ -33,6 +33,7 @@ SERVER_IDENTITY = sql.SQL(
     "(SELECT oid FROM pg_database WHERE datname = current_database())::int, "
     "current_setting('server_version_num')::int"
 )
+BYPASSES_RLS = sql.SQL("SELECT current_user, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
 TRUNCATE = sql.SQL("TRUNCATE {tables}")  # never CASCADE: the selection guard names what's missing
 COPY_OUT = sql.SQL("COPY (SELECT {columns} FROM {table}{order}) TO STDOUT (FORMAT {format})")
 COPY_IN = sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT {format})")
@@ -102,9 +103,17 @@ class RefreshReport:
     tables: Mapping[TableRef, CopyStats]
     failed: Mapping[TableRef, str]
     seconds: float
-    source_version: int
-    target_version: int
+    source_catalog: Catalog  # as read inside the snapshot
+    target_catalog: Catalog
     atomic: bool
+
+    @property
+    def source_version(self) -> int:
+        return self.source_catalog.server_version
+
+    @property
+    def target_version(self) -> int:
+        return self.target_catalog.server_version
 
     @property
     def rows(self) -> int:
@@ -166,6 +175,31 @@ def guard_schema(plan: Plan, target_catalog: Catalog) -> None:
             "source and target schemas differ; migrate staging first, nothing was touched:\n  "
             + "\n  ".join(shown)
         )
+
+
+def guard_unchanged(saved: Catalog, live: Catalog) -> None:
+    """The graph the run was planned on (the saved state) must still be the source's."""
+    changes = catalog_drift(saved, live)
+    if changes:
+        raise SchemaDriftError(
+            "the source schema changed since the catalog state was saved: " + "; ".join(changes[:10])
+            + ". Run `muva-refresh introspect` and reload the code location; nothing was touched"
+        )
+
+
+def guard_rls_bypass(plan: Plan, conns: Mapping[Endpoint, psycopg.Connection]) -> None:
+    """RLS would hide rows from COPY silently on the source (and reject COPY FROM on the target)."""
+    guarded = [str(r) for r in plan.selected if plan.catalog.table(r).rls_enabled]
+    if not guarded:
+        return
+    for endpoint, conn in conns.items():
+        user, bypasses = conn.execute(BYPASSES_RLS).fetchone()
+        if not bypasses:
+            shown = ", ".join(guarded[:5]) + (f" and {len(guarded) - 5} more" if len(guarded) > 5 else "")
+            raise ConfigError(
+                f"role {user!r} on the {endpoint.role} cannot bypass row-level security, so its copy of "
+                f"{shown} would silently miss rows; connect as a role with BYPASSRLS (on Supabase: postgres)"
+            )
 
 
 def column_drift(source: Table, target: Table) -> list[str]:
@@ -234,18 +268,31 @@ def column_list(table: Table) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(c.name) for c in table.copied_columns)
 
 
-def stream_table(src: psycopg.Connection, dst: psycopg.Connection, table: Table, fmt: str) -> CopyStats:
-    """COPY TO STDOUT -> COPY FROM STDIN, block by block; psycopg's writer queue bounds memory."""
+def _pump(src: psycopg.Connection, table: Table, fmt: str, sink: Callable[[memoryview], object] | None) -> CopyStats:
+    """Read the key-ordered COPY stream, hashing each block as it passes to `sink`."""
     started = time.perf_counter()
     digest = hashlib.blake2b(digest_size=16)
     size = 0
-    out_cur = src.cursor()
-    with out_cur.copy(copy_out_sql(table, fmt)) as out, dst.cursor().copy(copy_in_sql(table, fmt)) as into:
+    cur = src.cursor()
+    with cur.copy(copy_out_sql(table, fmt)) as out:
         for block in out:
             digest.update(block)
             size += len(block)
-            into.write(block)
-    return CopyStats(out_cur.rowcount, size, time.perf_counter() - started, fmt, digest.hexdigest())
+            if sink is not None:
+                sink(block)
+    return CopyStats(cur.rowcount, size, time.perf_counter() - started, fmt, digest.hexdigest())
+
+
+def stream_table(src: psycopg.Connection, dst: psycopg.Connection, table: Table, fmt: str) -> CopyStats:
+    """COPY TO STDOUT -> COPY FROM STDIN, block by block; psycopg's writer queue bounds memory."""
+    with dst.cursor().copy(copy_in_sql(table, fmt)) as into:
+        return _pump(src, table, fmt, into.write)
+
+
+def read_digest(conn: psycopg.Connection, table: Table, fmt: str) -> tuple[str, int, int]:
+    """The same hash as the copy computed, over what `conn` holds now: (digest, rows, bytes)."""
+    stats = _pump(conn, table, fmt, None)
+    return stats.digest, stats.rows, stats.bytes
 
 
 def sync_sequences(src: psycopg.Connection, dst: psycopg.Connection, source_table: Table, target_table: Table) -> None:
@@ -262,6 +309,9 @@ def sync_sequences(src: psycopg.Connection, dst: psycopg.Connection, source_tabl
 # --- the refresh ----------------------------------------------------------------------------
 
 ProgressFn = Callable[[TableRef, CopyStats], None]
+# Called inside the load transaction with (target conn, table, rows at snapshot, snapshot id,
+# source catalog); raising rolls the load back. The blocking checks plug in here.
+GateFn = Callable[[psycopg.Connection, Table, int, str, Catalog], None]
 
 
 def refresh(
@@ -270,9 +320,10 @@ def refresh(
     selected: Sequence[TableRef] | None = None,
     *,
     table_filter: TableFilter | None = None,
-    expected_fingerprint: str | None = None,
+    expected: Catalog | None = None,
     workers: int = 1,
     on_table: ProgressFn | None = None,
+    gate: GateFn | None = None,
 ) -> RefreshReport:
     """Copy the selected tables (all by default) from one snapshot of the source into the target.
 
@@ -290,19 +341,17 @@ def refresh(
         try:
             guard_distinct(source, target, src, dst)
             source_catalog = read_catalog(src, table_filter)
-            if expected_fingerprint and source_catalog.fingerprint() != expected_fingerprint:
-                raise SchemaDriftError(
-                    "the source schema changed since the catalog state was saved; "
-                    "run `muva-refresh introspect` and reload the code location"
-                )
+            if expected is not None:
+                guard_unchanged(expected, source_catalog)
             plan = make_plan(source_catalog, selected)
             target_catalog = read_catalog(dst, TableFilter(source_catalog.schemas))
-            dst.commit()
             guard_schema(plan, target_catalog)
+            guard_rls_bypass(plan, {source: src, target: dst})
+            dst.commit()  # the load must start its own top-level transaction, not a savepoint
             same_major = source_catalog.server_version // 10000 == target_catalog.server_version // 10000
             load = _load_atomically if workers == 1 else _load_in_parallel
             tables, failed = load(
-                plan, target_catalog, src, dst, source, target, snapshot_id, same_major, workers, on_table
+                plan, target_catalog, src, dst, source, target, snapshot_id, same_major, workers, on_table, gate
             )
         finally:
             dst.close()
@@ -311,13 +360,13 @@ def refresh(
         tables=tables,
         failed=failed,
         seconds=time.perf_counter() - started,
-        source_version=source_catalog.server_version,
-        target_version=target_catalog.server_version,
+        source_catalog=source_catalog,
+        target_catalog=target_catalog,
         atomic=workers == 1,
     )
 
 
-def _load_atomically(plan, target_catalog, src, dst, source, target, snapshot_id, same_major, workers, on_table):
+def _load_atomically(plan, target_catalog, src, dst, source, target, snapshot_id, same_major, workers, on_table, gate):
     done: dict[TableRef, CopyStats] = {}
     try:
         with dst.transaction():
@@ -328,6 +377,9 @@ def _load_atomically(plan, target_catalog, src, dst, source, target, snapshot_id
                     done[ref] = _copy_one(plan, target_catalog, src, dst, ref, same_major)
                     if on_table:
                         on_table(ref, done[ref])  # progress; visible to readers only at COMMIT
+            if gate:  # after the last table, so a cycle's members are all loaded
+                for ref, stats in done.items():
+                    gate(dst, plan.catalog.table(ref), stats.rows, snapshot_id, plan.catalog)
     except psycopg.Error as exc:
         where = next((r for b in plan.batches for r in b if r not in done), None)
         raise CopyError(
@@ -344,7 +396,7 @@ def _copy_one(plan: Plan, target_catalog: Catalog, src, dst, ref: TableRef, same
     return stats
 
 
-def _load_in_parallel(plan, target_catalog, src, dst, source, target, snapshot_id, same_major, workers, on_table):
+def _load_in_parallel(plan, target_catalog, src, dst, source, target, snapshot_id, same_major, workers, on_table, gate):
     with dst.transaction():
         dst.execute(TRUNCATE.format(tables=sql.SQL(", ").join(r.ident() for r in plan.selected)))
     done: dict[TableRef, CopyStats] = {}
@@ -367,6 +419,8 @@ def _load_in_parallel(plan, target_catalog, src, dst, source, target, snapshot_i
             with wdst.transaction():
                 wdst.execute(REPLICA_ROLE)
                 stats = {ref: _copy_one(plan, target_catalog, wsrc, wdst, ref, same_major) for ref in unit}
+                for ref, s in stats.items() if gate else ():
+                    gate(wdst, plan.catalog.table(ref), s.rows, snapshot_id, plan.catalog)
             with lock:  # callbacks run one at a time, so they need not be thread-safe
                 done.update(stats)
                 for ref, s in stats.items():

@@ -23,3 +23,7 @@ class SelectionError(RefreshError):
 
 class CopyError(RefreshError):
     """A table failed to copy; the target keeps its previous, consistent contents."""
+
+
+class BlockingCheckError(RefreshError):
+    """A blocking check (row count, orphans) failed inside the load; the load was rolled back."""

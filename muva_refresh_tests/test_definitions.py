@@ -94,6 +94,7 @@ def test_a_source_schema_change_since_introspect_stops_the_run(hostile_env):
         instance=dg.DagsterInstance.ephemeral(), run_config=QUIET, raise_on_error=False
     )
     assert not result.success
+    assert "new column public.region.added_by_deploy" in str(result.failure_data_for_node("refresh_tables").error.cause.message)
     with psycopg.connect(target) as conn:
         assert conn.execute("SELECT count(*) FROM customer").fetchone()[0] == 50  # untouched (seeded)
 

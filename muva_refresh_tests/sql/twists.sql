@@ -51,3 +51,14 @@ INSERT INTO item (aisle, slot, owner_id) VALUES (NULL, 2, 10);  -- MATCH SIMPLE:
 INSERT INTO audit_log SELECT '2025-01-01'::timestamptz + i * interval '1 hour', 'note ' || i, 1 + i % 50 FROM generate_series(1, 30) i;
 INSERT INTO audit_log VALUES ('2025-02-01', 'duplicate row', 1), ('2025-02-01', 'duplicate row', 1);
 COMMIT;
+
+-- What the checks compare besides rows: RLS and policies, unique and other indexes.
+ALTER TABLE region ENABLE ROW LEVEL SECURITY;
+CREATE POLICY region_read ON region FOR SELECT USING (true);
+ALTER TABLE customer ENABLE ROW LEVEL SECURITY;
+ALTER TABLE customer FORCE ROW LEVEL SECURITY;
+CREATE POLICY customer_by_region ON customer USING (region_id = current_setting('app.region', true)::int);
+CREATE POLICY customer_insert ON customer FOR INSERT WITH CHECK (name <> '');
+CREATE INDEX person_doc_gin ON person USING gin (doc);
+CREATE INDEX audit_log_customer ON audit_log (customer_id);
+CREATE UNIQUE INDEX "Customer name per region" ON customer (region_id, name);
