@@ -11,8 +11,9 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any, Mapping, Sequence
 
 from .catalog import Catalog, TableFilter, TableRef, read_catalog, resolve_tables
 from .copy import Endpoint
@@ -59,7 +60,7 @@ class Printer:
         print(json.dumps(value, indent=2, default=str), file=self.out)
 
     def plan(self, plan: Plan) -> None:
-        for level, batch in enumerate(_levels(plan)):
+        for level, batch in enumerate(plan.batches):
             self.line(f"Level {level} ({len(batch)} tables)")
             for ref in batch:
                 parents = plan.parents[ref]
@@ -81,7 +82,7 @@ class Printer:
                 self.line(f"  {fk}")
         self.line(
             f"Totals: {len(plan.catalog.tables)} tables, {plan.fk_count} foreign keys, "
-            f"{len(_levels(plan))} levels"
+            f"{len(plan.batches)} levels"
         )
 
     def table_done(self, result: TableResult) -> None:
@@ -90,6 +91,43 @@ class Printer:
             f"{result.seconds:>7.3f} s {result.mb_per_s:>8.1f} MB/s  {result.format}"
         )
 
+    def checks(self, rows: Sequence[CheckRow]) -> None:
+        if not rows:
+            return
+        names = list(dict.fromkeys(r.check for r in rows))
+        by_table: dict[str, dict[str, CheckRow]] = {}
+        for r in rows:
+            by_table.setdefault(r.table, {})[r.check] = r
+        width = max(len(t) for t in by_table) + 2
+        self.line()
+        self.line("table".ljust(width) + "".join(n.ljust(len(n) + 2) for n in names))
+        for table, checks in by_table.items():
+            cells = [self._mark(checks.get(n)).ljust(len(n) + 2) for n in names]
+            self.line(table.ljust(width) + "".join(cells))
+        problems = [r for r in rows if not r.passed]
+        if problems:
+            self.line()
+        for r in problems:
+            self.line(f"{'FAIL' if r.severity == 'ERROR' else 'WARN'} {r.check}: {r.summary}")
+        failed = sum(1 for r in problems if r.severity == "ERROR")
+        warned = len(problems) - failed
+        self.line(f"\n{len(rows) - len(problems)} passed, {failed} failed, {warned} warned")
+
+    @staticmethod
+    def _mark(row: CheckRow | None) -> str:
+        if row is None:
+            return "-"
+        if row.passed:
+            return "ok"
+        return "FAIL" if row.severity == "ERROR" else "warn"
+
+    def history(self, entries: Sequence[Mapping[str, Any]]) -> None:
+        if not entries:
+            self.line("No check evaluations recorded yet; run `muva-refresh refresh` or `validate`.")
+        for e in entries:
+            verdict = e["status"] if e["passed"] is None else ("passed" if e["passed"] else f"failed ({e['severity']})")
+            self.line(f"{e['time']}  run {e['run_id'][:8]}  {e['table']:<40} {e['check']:<15} {verdict:<16} {e['summary']}")
+
     def refresh_summary(self, results: Sequence[TableResult], seconds: float, run_id: str) -> None:
         rows = sum(r.rows for r in results)
         size = sum(r.bytes for r in results)
@@ -97,10 +135,6 @@ class Printer:
             f"Refreshed {len(results)} tables: {rows:,} rows, {size / 1e6:.1f} MB in {seconds:.1f} s "
             f"(Dagster run {run_id})"
         )
-
-
-def _levels(plan: Plan) -> list[tuple[TableRef, ...]]:
-    return plan.batches
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
@@ -170,58 +204,173 @@ def cmd_demo(args: argparse.Namespace, out: Printer) -> int:
     return cmd_introspect(args, out)
 
 
-def cmd_refresh(args: argparse.Namespace, out: Printer) -> int:
+@dataclass(frozen=True)
+class CheckRow:
+    """One check evaluation, as the CLI prints it and as `--json` emits it."""
+
+    asset: str
+    table: str
+    check: str
+    passed: bool
+    severity: str
+    summary: str
+    metadata: dict[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"asset": self.asset, "check": self.check, "passed": self.passed,
+                "severity": self.severity, "metadata": self.metadata}
+
+
+def plain_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Dagster metadata values as JSON-ready Python values; tables become lists of rows."""
+    plain = {}
+    for key, value in metadata.items():
+        records = getattr(value, "records", None)
+        plain[key] = [r.data for r in records] if records is not None else getattr(value, "value", value)
+    return plain
+
+
+def check_row(evaluation: Any, table_of: Mapping[Any, TableRef]) -> CheckRow:
+    return CheckRow(
+        asset=evaluation.asset_key.to_user_string(),
+        table=display_name(table_of[evaluation.asset_key]),
+        check=evaluation.check_name,
+        passed=evaluation.passed,
+        severity=evaluation.severity.value,
+        summary=evaluation.description or "",
+        metadata=plain_metadata(evaluation.metadata),
+    )
+
+
+@dataclass
+class JobRun:
+    result: Any
+    seconds: float
+    table_of: Mapping[Any, TableRef]
+
+    @property
+    def checks(self) -> list[CheckRow]:
+        return [check_row(e, self.table_of) for e in self.result.get_asset_check_evaluations()]
+
+    @property
+    def tables(self) -> list[TableResult]:
+        found = []
+        for event in self.result.get_asset_materialization_events():
+            mat = event.step_materialization_data.materialization
+            meta = mat.metadata
+            found.append(TableResult(display_name(self.table_of[mat.asset_key]), meta["rows"].value,
+                                     meta["bytes"].value, meta["seconds"].value, meta["copy_format"].value))
+        return found
+
+
+def run_job(job_name: str, select: Sequence[str] | None, run_config: Mapping[str, Any]) -> JobRun:
+    """Execute a job in-process on the DAGSTER_HOME instance, so the UI shows the run."""
     import dagster as dg
 
-    from .definitions import REFRESH_JOB, build_definitions
+    from .assets import TableTranslator, keys_by_table
+    from .definitions import VALIDATE_JOB, build_definitions
 
     catalog = Catalog.load(state_path())
-    selected = resolve_tables(catalog, args.select) if args.select else None
-    make_plan(catalog, selected)  # refuse a bad selection before Dagster starts
-    defs = build_definitions(catalog)
-    from .assets import TableTranslator, keys_by_table
-
+    selected = resolve_tables(catalog, select) if select else None
     key_of = keys_by_table(catalog, TableTranslator())
-    table_of = {k: r for r, k in key_of.items()}
-    job = defs.resolve_job_def(REFRESH_JOB)
+    keys = [key_of[r] for r in selected] if selected else None
+    if job_name != VALIDATE_JOB:
+        make_plan(catalog, selected)  # refuse a bad selection before Dagster starts
+    defs = build_definitions(catalog, validate_only=keys if job_name == VALIDATE_JOB else None)
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(
+        result = defs.resolve_job_def(job_name).execute_in_process(
             instance=instance,
-            asset_selection=[key_of[r] for r in selected] if selected else None,
-            run_config={
-                "ops": {"refresh_tables": {"config": {"workers": args.workers}}},
-                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-            },
+            asset_selection=keys if job_name != VALIDATE_JOB else None,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **run_config},
             raise_on_error=False,
         )
-    seconds = time.perf_counter() - started
-    results = []
-    for event in result.get_asset_materialization_events():
-        mat = event.step_materialization_data.materialization
-        meta = mat.metadata
-        results.append(TableResult(
-            display_name(table_of[mat.asset_key]), meta["rows"].value, meta["bytes"].value,
-            meta["seconds"].value, meta["copy_format"].value,
-        ))
+    return JobRun(result, time.perf_counter() - started, {k: r for r, k in key_of.items()})
+
+
+def job_exit(run: JobRun, out: Printer) -> int:
+    if not run.result.success:
+        cls_name, message = run_failure(run.result)
+        out.error(message)
+        return EXIT_BAD_INPUT if cls_name in BAD_INPUT_ERRORS else EXIT_FAILED
+    return EXIT_FAILED if any(not c.passed and c.severity == "ERROR" for c in run.checks) else EXIT_OK
+
+
+def cmd_refresh(args: argparse.Namespace, out: Printer) -> int:
+    from .definitions import REFRESH_JOB
+
+    run = run_job(REFRESH_JOB, args.select, {"ops": {"refresh_tables": {"config": {"workers": args.workers}}}})
     if args.json:
         out.json({
-            "tables": [{"name": r.name, "rows": r.rows, "bytes": r.bytes, "seconds": r.seconds} for r in results],
-            "checks": [],
-            "seconds": round(seconds, 3),
-            "run_id": result.run_id,
-            "success": result.success,
+            "tables": [{"name": r.name, "rows": r.rows, "bytes": r.bytes, "seconds": r.seconds} for r in run.tables],
+            "checks": [c.as_json() for c in run.checks],
+            "seconds": round(run.seconds, 3),
+            "run_id": run.result.run_id,
+            "success": run.result.success,
         })
     else:
-        for r in results:
-            out.table_done(r)
-        if result.success:
-            out.refresh_summary(results, seconds, result.run_id)
-    if result.success:
-        return EXIT_OK
-    cls_name, message = run_failure(result)
-    out.error(message)
-    return EXIT_BAD_INPUT if cls_name in BAD_INPUT_ERRORS else EXIT_FAILED
+        for table in run.tables:
+            out.table_done(table)
+        if run.result.success:
+            out.refresh_summary(run.tables, run.seconds, run.result.run_id)
+        out.checks(run.checks)
+    return job_exit(run, out)
+
+
+def cmd_validate(args: argparse.Namespace, out: Printer) -> int:
+    from .definitions import VALIDATE_JOB
+
+    run = run_job(VALIDATE_JOB, args.select, {})
+    if args.json:
+        out.json([c.as_json() for c in run.checks])
+    else:
+        out.checks(run.checks)
+    return job_exit(run, out)
+
+
+def cmd_history(args: argparse.Namespace, out: Printer) -> int:
+    import dagster as dg
+
+    from .assets import TableTranslator, keys_by_table
+    from .checks import CHECK_BY_NAME
+
+    catalog = Catalog.load(state_path())
+    refs = resolve_tables(catalog, [args.table]) if args.table else catalog.refs
+    if args.check and args.check not in CHECK_BY_NAME:
+        raise RefreshError(f"unknown check {args.check!r}; the checks are {', '.join(CHECK_BY_NAME)}")
+    names = [args.check] if args.check else list(CHECK_BY_NAME)
+    key_of = keys_by_table(catalog, TableTranslator())
+    entries = []
+    with dg.DagsterInstance.get() as instance:
+        for ref in refs:
+            for name in names:
+                check_key = dg.AssetCheckKey(key_of[ref], name)
+                for record in instance.event_log_storage.get_asset_check_execution_history(check_key, limit=args.limit):
+                    entries.append(history_entry(record, ref))
+    entries.sort(key=lambda e: e["time"])
+    if args.json:
+        out.json(entries)
+    else:
+        out.history(entries)
+    return EXIT_OK
+
+
+def history_entry(record: Any, ref: TableRef) -> dict[str, Any]:
+    evaluation = None
+    if record.event is not None and record.event.dagster_event is not None:
+        data = record.event.dagster_event.event_specific_data
+        evaluation = data if hasattr(data, "passed") else None
+    return {
+        "time": datetime.fromtimestamp(record.create_timestamp, timezone.utc).isoformat(timespec="seconds"),
+        "run_id": record.run_id,
+        "table": str(ref),
+        "check": record.key.name,
+        "status": record.status.value,
+        "passed": evaluation.passed if evaluation else None,
+        "severity": evaluation.severity.value if evaluation else None,
+        "summary": (evaluation.description or "") if evaluation else "",
+        "metadata": plain_metadata(evaluation.metadata) if evaluation else {},
+    }
 
 
 def run_failure(result: Any) -> tuple[str, str]:
@@ -259,6 +408,18 @@ def parser() -> argparse.ArgumentParser:
     refresh.add_argument("--workers", type=int, default=1, help="parallel copies per level (default 1: atomic)")
     refresh.add_argument("--json", action="store_true")
     refresh.set_defaults(run=cmd_refresh)
+
+    validate = sub.add_parser("validate", help="run every check now, copying nothing (recorded in Dagster)")
+    validate.add_argument("--select", nargs="+", metavar="TABLE")
+    validate.add_argument("--json", action="store_true")
+    validate.set_defaults(run=cmd_validate)
+
+    history = sub.add_parser("history", help="the recorded check evaluations, oldest first")
+    history.add_argument("table", nargs="?", help="one table (default: all)")
+    history.add_argument("--check", help="one check name (default: all)")
+    history.add_argument("--limit", type=int, default=20, help="evaluations per table and check (default 20)")
+    history.add_argument("--json", action="store_true")
+    history.set_defaults(run=cmd_history)
     return p
 
 
