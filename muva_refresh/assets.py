@@ -191,14 +191,15 @@ def build_table_assets(
                     table_filter=filter_,
                     expected=catalog,
                     workers=config.workers,
-                    on_table=lambda ref, s: context.log.info(
-                        f"{ref}: {s.rows:,} rows, {s.bytes:,} bytes in {s.seconds:.2f}s ({s.format})"
-                    ),
                     gate=verifier.gate,
                 )
             except BlockingCheckError:
                 yield from results(verifier.outcomes)
                 raise
+            context.log.info(
+                f"copied {len(report.tables)} tables, {report.rows:,} rows, {report.bytes / 1e6:.1f} MB "
+                f"from snapshot {report.snapshot_id} in {report.seconds:.1f}s"
+            )
             for ref, stats in report.tables.items():
                 yield dg.MaterializeResult(asset_key=key_of[ref], metadata=translator.materialization_metadata(stats, report))
             verifier.after_commit(target.endpoint(), report)

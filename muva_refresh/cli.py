@@ -423,12 +423,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def ensure_dagster_home() -> Path:
+    """DAGSTER_HOME, defaulting to the one `make ui` uses; a missing dagster.yaml means SQLite storage."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(default_dagster_home())))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("# Dagster instance settings. Empty: runs and check history in SQLite here.\n"
+                          "# For PostgreSQL storage see dagster.yaml in the muva_refresh repository.\n")
+    return home
+
+
 def main(argv: Sequence[str] | None = None, out: Printer | None = None) -> int:
     out = out or Printer()
     args = parser().parse_args(argv)
     load_env_file()
-    os.environ.setdefault("DAGSTER_HOME", str(default_dagster_home()))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    ensure_dagster_home()
     try:
         return args.run(args, out)
     except RefreshError as exc:

@@ -13,14 +13,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Mapping, Sequence
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from .catalog import Catalog, Table, TableFilter, TableRef, catalog_drift, read_catalog
+from .catalog import Catalog, Index, Table, TableFilter, TableRef, catalog_drift, read_catalog
 from .errors import ConfigError, CopyError, RefreshError, SchemaDriftError, UnsafeTargetError
 from .graph import Plan, make_plan, strongly_connected
 
@@ -37,6 +37,7 @@ BYPASSES_RLS = sql.SQL("SELECT current_user, rolsuper OR rolbypassrls FROM pg_ro
 TRUNCATE = sql.SQL("TRUNCATE {tables}")  # never CASCADE: the selection guard names what's missing
 COPY_OUT = sql.SQL("COPY (SELECT {columns} FROM {table}{order}) TO STDOUT (FORMAT {format})")
 COPY_IN = sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT {format})")
+DROP_INDEX = sql.SQL("DROP INDEX {index}")
 READ_SEQUENCE = sql.SQL("SELECT last_value, is_called FROM {sequence}")
 SET_SEQUENCE = sql.SQL("SELECT setval(%s::regclass, %s, %s)")
 
@@ -389,11 +390,29 @@ def _load_atomically(plan, target_catalog, src, dst, source, target, snapshot_id
     return done, {}
 
 
+def rebuilt_indexes(table: Table) -> tuple[Index, ...]:
+    """Indexes cheaper to build once than to maintain row by row (HNSW above all).
+
+    Only plain ones: unique and constraint-backed indexes stay, since FKs and the PK rely on them.
+    """
+    if table.partitioned:
+        return ()
+    return tuple(i for i in table.indexes if not i.unique and i.constraint is None)
+
+
 def _copy_one(plan: Plan, target_catalog: Catalog, src, dst, ref: TableRef, same_major: bool) -> CopyStats:
+    """Inside the caller's transaction: drop plain indexes, stream, rebuild them, set sequences."""
+    started = time.perf_counter()
     table = plan.catalog.table(ref)
+    target_table = target_catalog.table(ref)
+    deferred = rebuilt_indexes(target_table)
+    for index in deferred:
+        dst.execute(DROP_INDEX.format(index=sql.Identifier(ref.schema, index.name)))
     stats = stream_table(src, dst, table, copy_format(table, same_major))
-    sync_sequences(src, dst, table, target_catalog.table(ref))
-    return stats
+    for index in deferred:
+        dst.execute(sql.SQL(index.definition))  # pg_get_indexdef's own text, quoted by the server
+    sync_sequences(src, dst, table, target_table)
+    return replace(stats, seconds=time.perf_counter() - started)  # the whole table, rebuilds included
 
 
 def _load_in_parallel(plan, target_catalog, src, dst, source, target, snapshot_id, same_major, workers, on_table, gate):

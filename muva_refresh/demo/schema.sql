@@ -205,7 +205,7 @@ CREATE TABLE prospective_sessions (
     tenant_id uuid NOT NULL REFERENCES tenant_registry (id) ON DELETE CASCADE,
     session_token text NOT NULL UNIQUE,
     visitor_ip inet,
-    user_agent text,
+    browser text,
     landing_page text,
     utm jsonb NOT NULL DEFAULT '{}'::jsonb,
     travel_intent jsonb,
