@@ -349,11 +349,11 @@ def refresh(
             guard_schema(plan, target_catalog)
             guard_rls_bypass(plan, {source: src, target: dst})
             dst.commit()  # the load must start its own top-level transaction, not a savepoint
-            same_major = source_catalog.server_version // 10000 == target_catalog.server_version // 10000
-            load = _load_atomically if workers == 1 else _load_in_parallel
-            tables, failed = load(
-                plan, target_catalog, src, dst, source, target, snapshot_id, same_major, workers, on_table, gate
+            load = Load(
+                plan, target_catalog, source, target, snapshot_id, on_table, gate,
+                same_major=source_catalog.server_version // 10000 == target_catalog.server_version // 10000,
             )
+            tables, failed = load.atomically(src, dst) if workers == 1 else load.in_parallel(dst, workers)
         finally:
             dst.close()
     return RefreshReport(
@@ -367,29 +367,6 @@ def refresh(
     )
 
 
-def _load_atomically(plan, target_catalog, src, dst, source, target, snapshot_id, same_major, workers, on_table, gate):
-    done: dict[TableRef, CopyStats] = {}
-    try:
-        with dst.transaction():
-            dst.execute(REPLICA_ROLE)  # FK and user triggers stay quiet; SET LOCAL ends with the transaction
-            dst.execute(TRUNCATE.format(tables=sql.SQL(", ").join(r.ident() for r in plan.selected)))
-            for batch in plan.batches:
-                for ref in batch:
-                    done[ref] = _copy_one(plan, target_catalog, src, dst, ref, same_major)
-                    if on_table:
-                        on_table(ref, done[ref])  # progress; visible to readers only at COMMIT
-            if gate:  # after the last table, so a cycle's members are all loaded
-                for ref, stats in done.items():
-                    gate(dst, plan.catalog.table(ref), stats.rows, snapshot_id, plan.catalog)
-    except psycopg.Error as exc:
-        where = next((r for b in plan.batches for r in b if r not in done), None)
-        raise CopyError(
-            f"copy failed at {where}: {describe(exc, source, target)}; "
-            "the target was rolled back and is unchanged"
-        ) from None
-    return done, {}
-
-
 def rebuilt_indexes(table: Table) -> tuple[Index, ...]:
     """Indexes cheaper to build once than to maintain row by row (HNSW above all).
 
@@ -400,68 +377,108 @@ def rebuilt_indexes(table: Table) -> tuple[Index, ...]:
     return tuple(i for i in table.indexes if not i.unique and i.constraint is None)
 
 
-def _copy_one(plan: Plan, target_catalog: Catalog, src, dst, ref: TableRef, same_major: bool) -> CopyStats:
-    """Inside the caller's transaction: drop plain indexes, stream, rebuild them, set sequences."""
-    started = time.perf_counter()
-    table = plan.catalog.table(ref)
-    target_table = target_catalog.table(ref)
-    deferred = rebuilt_indexes(target_table)
-    for index in deferred:
-        dst.execute(DROP_INDEX.format(index=sql.Identifier(ref.schema, index.name)))
-    stats = stream_table(src, dst, table, copy_format(table, same_major))
-    for index in deferred:
-        dst.execute(sql.SQL(index.definition))  # pg_get_indexdef's own text, quoted by the server
-    sync_sequences(src, dst, table, target_table)
-    return replace(stats, seconds=time.perf_counter() - started)  # the whole table, rebuilds included
+@dataclass(frozen=True)
+class Load:
+    """One refresh's load phase; everything in it has already passed the guards."""
 
+    plan: Plan
+    target_catalog: Catalog
+    source: Endpoint
+    target: Endpoint
+    snapshot_id: str
+    on_table: ProgressFn | None
+    gate: GateFn | None
+    same_major: bool
 
-def _load_in_parallel(plan, target_catalog, src, dst, source, target, snapshot_id, same_major, workers, on_table, gate):
-    with dst.transaction():
-        dst.execute(TRUNCATE.format(tables=sql.SQL(", ").join(r.ident() for r in plan.selected)))
-    done: dict[TableRef, CopyStats] = {}
-    failed: dict[TableRef, str] = {}
-    lock = threading.Lock()
-    local = threading.local()
-    opened: list[psycopg.Connection] = []
+    def truncate(self, dst: psycopg.Connection) -> None:
+        dst.execute(TRUNCATE.format(tables=sql.SQL(", ").join(r.ident() for r in self.plan.selected)))
 
-    def pair() -> tuple[psycopg.Connection, psycopg.Connection]:
-        if not hasattr(local, "pair"):
-            local.pair = (source.connect(read_only=True), target.connect(read_only=False))
-            with lock:
-                opened.extend(local.pair)
-        return local.pair
+    def copy_one(self, src: psycopg.Connection, dst: psycopg.Connection, ref: TableRef) -> CopyStats:
+        """Inside the caller's transaction: drop plain indexes, stream, rebuild them, set sequences."""
+        started = time.perf_counter()
+        table = self.plan.catalog.table(ref)
+        target_table = self.target_catalog.table(ref)
+        deferred = rebuilt_indexes(target_table)
+        for index in deferred:
+            dst.execute(DROP_INDEX.format(index=sql.Identifier(ref.schema, index.name)))
+        stats = stream_table(src, dst, table, copy_format(table, self.same_major))
+        for index in deferred:
+            dst.execute(sql.SQL(index.definition))  # pg_get_indexdef's own text, quoted by the server
+        sync_sequences(src, dst, table, target_table)
+        return replace(stats, seconds=time.perf_counter() - started)  # the whole table, rebuilds included
 
-    def load_unit(unit: tuple[TableRef, ...]) -> None:
-        wsrc, wdst = pair()
+    def run_gate(self, dst: psycopg.Connection, copied: Mapping[TableRef, CopyStats]) -> None:
+        if self.gate:
+            for ref, stats in copied.items():
+                self.gate(dst, self.plan.catalog.table(ref), stats.rows, self.snapshot_id, self.plan.catalog)
+
+    def atomically(self, src: psycopg.Connection, dst: psycopg.Connection) -> tuple[dict, dict]:
+        """One target transaction: truncate, copy every table, gate, commit; or roll it all back."""
+        done: dict[TableRef, CopyStats] = {}
         try:
-            attach_snapshot(wsrc, snapshot_id)
-            with wdst.transaction():
-                wdst.execute(REPLICA_ROLE)
-                stats = {ref: _copy_one(plan, target_catalog, wsrc, wdst, ref, same_major) for ref in unit}
-                for ref, s in stats.items() if gate else ():
-                    gate(wdst, plan.catalog.table(ref), s.rows, snapshot_id, plan.catalog)
-            with lock:  # callbacks run one at a time, so they need not be thread-safe
-                done.update(stats)
-                for ref, s in stats.items():
-                    if on_table:
-                        on_table(ref, s)
-        except (psycopg.Error, RefreshError) as exc:
-            with lock:
-                for ref in unit:
-                    failed[ref] = describe(exc, source, target)
-        finally:
-            wsrc.rollback()
+            with dst.transaction():
+                dst.execute(REPLICA_ROLE)  # FK and user triggers stay quiet; SET LOCAL ends with the transaction
+                self.truncate(dst)
+                for batch in self.plan.batches:
+                    for ref in batch:
+                        done[ref] = self.copy_one(src, dst, ref)
+                        if self.on_table:
+                            self.on_table(ref, done[ref])  # progress; visible to readers only at COMMIT
+                self.run_gate(dst, done)  # after the last table, so a cycle's members are all loaded
+        except psycopg.Error as exc:
+            where = next((r for b in self.plan.batches for r in b if r not in done), None)
+            raise CopyError(
+                f"copy failed at {where}: {describe(exc, self.source, self.target)}; "
+                "the target was rolled back and is unchanged"
+            ) from None
+        return done, {}
 
-    try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="muva-copy") as pool:
-            for batch in plan.batches:
-                # An FK cycle shares a level; its members load in one transaction.
-                parents = {t: tuple(p for p in plan.parents[t] if p in batch) for t in batch}
-                units = strongly_connected(list(batch), parents)
-                list(pool.map(load_unit, units))
-                if failed:
-                    break  # deeper levels would point at what failed to load
-    finally:
-        for conn in opened:
-            conn.close()
-    return done, failed
+    def in_parallel(self, dst: psycopg.Connection, workers: int) -> tuple[dict, dict]:
+        """Level by level on `workers` connection pairs that import the snapshot; a transaction per unit."""
+        with dst.transaction():
+            self.truncate(dst)
+        done: dict[TableRef, CopyStats] = {}
+        failed: dict[TableRef, str] = {}
+        lock = threading.Lock()
+        local = threading.local()
+        opened: list[psycopg.Connection] = []
+
+        def pair() -> tuple[psycopg.Connection, psycopg.Connection]:
+            if not hasattr(local, "pair"):
+                local.pair = (self.source.connect(read_only=True), self.target.connect(read_only=False))
+                with lock:
+                    opened.extend(local.pair)
+            return local.pair
+
+        def load_unit(unit: tuple[TableRef, ...]) -> None:
+            wsrc, wdst = pair()
+            try:
+                attach_snapshot(wsrc, self.snapshot_id)
+                with wdst.transaction():
+                    wdst.execute(REPLICA_ROLE)
+                    stats = {ref: self.copy_one(wsrc, wdst, ref) for ref in unit}
+                    self.run_gate(wdst, stats)
+                with lock:  # callbacks run one at a time, so they need not be thread-safe
+                    done.update(stats)
+                    for ref, s in stats.items():
+                        if self.on_table:
+                            self.on_table(ref, s)
+            except (psycopg.Error, RefreshError) as exc:
+                with lock:
+                    for ref in unit:
+                        failed[ref] = describe(exc, self.source, self.target)
+            finally:
+                wsrc.rollback()
+
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="muva-copy") as pool:
+                for batch in self.plan.batches:
+                    # An FK cycle shares a level; its members load in one transaction.
+                    parents = {t: tuple(p for p in self.plan.parents[t] if p in batch) for t in batch}
+                    list(pool.map(load_unit, strongly_connected(list(batch), parents)))
+                    if failed:
+                        break  # deeper levels would point at what failed to load
+        finally:
+            for conn in opened:
+                conn.close()
+        return done, failed
