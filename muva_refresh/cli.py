@@ -23,7 +23,7 @@ from .settings import SOURCE_DSN_VAR, TARGET_DSN_VAR, default_dagster_home, load
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 # Raised inside a Dagster run, these still mean "bad input": the run touched nothing.
-BAD_INPUT_ERRORS = {"ConfigError", "UnsafeTargetError", "SchemaDriftError", "SelectionError"}
+BAD_INPUT_ERRORS = {"ConfigError", "UnsafeTargetError", "SchemaDriftError", "SelectionError", "ConcurrentRefreshError"}
 
 
 def display_name(ref: TableRef) -> str:

@@ -21,7 +21,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from .catalog import Catalog, Index, Table, TableFilter, TableRef, catalog_drift, read_catalog
-from .errors import ConfigError, CopyError, RefreshError, SchemaDriftError, UnsafeTargetError
+from .errors import ConcurrentRefreshError, ConfigError, CopyError, RefreshError, SchemaDriftError, UnsafeTargetError
 from .graph import Plan, make_plan, strongly_connected
 
 EXPORT_SNAPSHOT = sql.SQL("SELECT pg_export_snapshot()")
@@ -33,6 +33,14 @@ SERVER_IDENTITY = sql.SQL(
     "(SELECT oid FROM pg_database WHERE datname = current_database())::int, "
     "current_setting('server_version_num')::int"
 )
+# One key per target database: session-level, so it is released when the connection closes.
+REFRESH_LOCK_KEY = 0x6D757661  # "muva"
+TAKE_REFRESH_LOCK = sql.SQL("SELECT pg_try_advisory_lock({key})").format(key=sql.Literal(REFRESH_LOCK_KEY))
+REFRESH_LOCK_HOLDER = sql.SQL(
+    "SELECT l.pid, a.application_name, a.backend_start::text FROM pg_locks l "
+    "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.classid = 0 AND l.objid = {key} AND l.granted"
+).format(key=sql.Literal(REFRESH_LOCK_KEY))
 BYPASSES_RLS = sql.SQL("SELECT current_user, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
 TRUNCATE = sql.SQL("TRUNCATE {tables}")  # never CASCADE: the selection guard names what's missing
 COPY_OUT = sql.SQL("COPY (SELECT {columns} FROM {table}{order}) TO STDOUT (FORMAT {format})")
@@ -147,6 +155,19 @@ def describe(exc: BaseException, *endpoints: Endpoint) -> str:
 
 def server_identity(conn: psycopg.Connection) -> tuple:
     return conn.execute(SERVER_IDENTITY).fetchone()
+
+
+def guard_single_refresh(target: Endpoint, dst: psycopg.Connection) -> None:
+    """Take the target's refresh lock, or refuse: a CLI and a UI refresh must never overlap."""
+    if dst.execute(TAKE_REFRESH_LOCK).fetchone()[0]:
+        dst.commit()
+        return
+    holder = dst.execute(REFRESH_LOCK_HOLDER).fetchone()
+    dst.rollback()
+    who = f" (backend pid {holder[0]}, {holder[1] or 'unnamed'}, since {holder[2]})" if holder else ""
+    raise ConcurrentRefreshError(
+        f"another refresh is running against the {target}{who}; wait for it to finish, nothing was touched"
+    )
 
 
 def guard_distinct(source: Endpoint, target: Endpoint, src: psycopg.Connection, dst: psycopg.Connection) -> None:
@@ -341,6 +362,7 @@ def refresh(
         dst = target.connect(read_only=False)
         try:
             guard_distinct(source, target, src, dst)
+            guard_single_refresh(target, dst)
             source_catalog = read_catalog(src, table_filter)
             if expected is not None:
                 guard_unchanged(expected, source_catalog)

@@ -27,3 +27,7 @@ class CopyError(RefreshError):
 
 class BlockingCheckError(RefreshError):
     """A blocking check (row count, orphans) failed inside the load; the load was rolled back."""
+
+
+class ConcurrentRefreshError(RefreshError):
+    """Another refresh holds the target; this one touched nothing."""

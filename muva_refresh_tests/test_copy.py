@@ -5,8 +5,8 @@ import pytest
 from psycopg import sql
 
 from muva_refresh.catalog import TableFilter, TableRef, read_catalog
-from muva_refresh.copy import Endpoint, refresh
-from muva_refresh.errors import ConfigError, CopyError, SchemaDriftError, SelectionError, UnsafeTargetError
+from muva_refresh.copy import REFRESH_LOCK_KEY, Endpoint, refresh
+from muva_refresh.errors import ConcurrentRefreshError, ConfigError, CopyError, SchemaDriftError, SelectionError, UnsafeTargetError
 
 TWISTS = TableFilter(("public",))
 HOSTILE = TableFilter(("public", "Billing Ops"))
@@ -187,3 +187,29 @@ def test_cross_version_refresh_uses_text_and_matches(pg, pg15, direction):
     assert {s.format for s in report.tables.values()} == {"text"}
     assert report.source_version // 10000 != report.target_version // 10000
     assert table_fingerprints(target) == table_fingerprints(source)
+
+
+def test_a_second_refresh_of_the_same_target_is_refused_while_the_first_runs(pair):
+    source, target = pair
+    refused = []
+
+    def start_another(ref, stats):
+        if not refused:
+            with pytest.raises(ConcurrentRefreshError, match="another refresh is running against the target") as err:
+                refresh(source, target)
+            refused.append(str(err.value))
+
+    report = refresh(source, target, on_table=start_another)
+    assert refused and "muva_refresh target" in refused[0]  # names the holder's application
+    assert table_fingerprints(target.dsn) == table_fingerprints(source.dsn)
+    refresh(source, target)  # the lock went with the first refresh's connection
+    assert report.tables
+
+
+def test_a_held_refresh_lock_refuses_before_anything_is_touched(pair):
+    source, target = pair
+    with psycopg.connect(target.dsn) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (REFRESH_LOCK_KEY,))
+        with pytest.raises(ConcurrentRefreshError):
+            refresh(source, target)
+    assert count(target.dsn, "region", "name = 'stale region'") == 1
