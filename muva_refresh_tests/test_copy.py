@@ -213,3 +213,21 @@ def test_a_held_refresh_lock_refuses_before_anything_is_touched(pair):
         with pytest.raises(ConcurrentRefreshError):
             refresh(source, target)
     assert count(target.dsn, "region", "name = 'stale region'") == 1
+
+
+def test_a_refresh_interrupted_midway_leaves_the_target_as_it_was(pair):
+    """A cancelled run stops the step's process mid-load: nothing was committed, so nothing changed."""
+    source, target = pair
+    before = table_fingerprints(target.dsn)
+
+    seen = []
+
+    def cancel_after_two(ref, stats):
+        seen.append(ref)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        refresh(source, target, on_table=cancel_after_two)
+    assert table_fingerprints(target.dsn) == before
+    refresh(source, target)  # and the target's lock was released with the interrupted connection

@@ -135,3 +135,48 @@ def test_the_snapshot_holds_under_the_multiprocess_executor_with_concurrent_writ
         assert conn.execute(ORPHANS).fetchone()[0] == 0
         for table in ("region", "customer", "audit_log"):
             assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == counts[table]
+
+
+def reexecutable_refresh_job() -> dg.JobDefinition:
+    """The refresh job, rebuilt in a fresh process from the state file the test wrote."""
+    from muva_refresh.settings import state_path
+
+    return build_definitions(Catalog.load(state_path())).resolve_job_def(REFRESH_JOB)
+
+
+def materialized(result) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def test_reexecution_from_failure_finishes_without_redoing_what_succeeded(hostile_env, tmp_path):
+    source, target, catalog = hostile_env
+    with psycopg.connect(target, autocommit=True) as conn:  # one row of the source breaks a target CHECK
+        conn.execute("ALTER TABLE customer ADD CONSTRAINT no_seven CHECK (name <> 'customer 7') NOT VALID")
+    parallel = {"ops": {"refresh_tables": {"config": {"workers": 2}}}, **QUIET}
+    with dg.DagsterInstance.local_temp(str(tmp_path)) as instance:
+        job = dg.reconstructable(reexecutable_refresh_job)
+        failed = dg.execute_job(job, instance=instance, run_config=parallel)
+        assert not failed.success
+        first = materialized(failed)
+        assert "region" in first and "customer" not in first and "audit_log" not in first
+        with psycopg.connect(target) as conn:
+            assert conn.execute(ORPHANS).fetchone()[0] == 0  # what failed left no child without parent
+        with psycopg.connect(target, autocommit=True) as conn:
+            conn.execute("ALTER TABLE customer DROP CONSTRAINT no_seven")
+        # What the UI's "Re-execute > From asset failure" selects: the assets the failed run did not
+        # materialize (the failed table and the levels after it), with their checks.
+        parent = instance.get_run_by_id(failed.run_id)
+        retry_keys, _ = instance.run_domain.get_keys_to_reexecute(
+            failed.run_id, instance.get_execution_plan_snapshot(parent.execution_plan_snapshot_id)
+        )
+        retried = dg.execute_job(
+            job, instance=instance, run_config=parallel, asset_selection=sorted(retry_keys),
+            tags={"dagster/parent_run_id": failed.run_id, "dagster/root_run_id": failed.run_id},
+        )
+        assert retried.success
+        second = materialized(retried)
+    assert {"customer", "audit_log"} <= second
+    assert not (first & second)  # nothing that succeeded was copied again
+    with psycopg.connect(target) as conn:
+        assert conn.execute(ORPHANS).fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM customer").fetchone()[0] == 50
