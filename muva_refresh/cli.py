@@ -429,8 +429,11 @@ def ensure_dagster_home() -> Path:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text("# Dagster instance settings. Empty: runs and check history in SQLite here.\n"
-                          "# For PostgreSQL storage see dagster.yaml in the muva_refresh repository.\n")
+        config.write_text(
+            "# Runs and check history in SQLite here; for PostgreSQL see the repository's dagster.yaml.\n"
+            "# One refresh at a time: the table assets share one pool, limited to one run.\n"
+            "concurrency:\n  pools:\n    default_limit: 1\n    granularity: run\n"
+        )
     return home
 
 

@@ -9,6 +9,7 @@ import dagster as dg
 from .assets import TableTranslator, build_table_assets
 from .catalog import Catalog
 from .resources import default_resources
+from .sensors import build_deploy_sensor
 from .settings import state_path
 
 REFRESH_JOB = "refresh_staging"
@@ -36,6 +37,7 @@ def build_definitions(
     return dg.Definitions(
         assets=[table_assets],
         jobs=[refresh_staging, validate_staging],
+        sensors=[build_deploy_sensor(catalog)],
         resources=default_resources(),
         # One step per run already; in-process spares the ~2 s process start-up per step.
         executor=dg.in_process_executor,

@@ -1,0 +1,167 @@
+"""The deploy sensor: one staging refresh per production deploy, read from a migration marker."""
+
+
+# No `from __future__ import annotations`: Dagster reads the sensor function's annotations.
+import os
+
+import dagster as dg
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from .catalog import Catalog, TableFilter, catalog_drift, read_catalog
+from .copy import Endpoint, describe
+from .errors import RefreshError
+from .resources import PostgresDatabase
+
+SENSOR_NAME = "prod_deploy_sensor"
+MARKER_SQL_VAR = "MUVA_DEPLOY_MARKER_SQL"
+DEFAULT_MARKER_SQL = "SELECT max(version)::text FROM supabase_migrations.schema_migrations"
+DEPLOY_TAG = "muva_refresh/deploy"
+# The UI's "Materialize all" runs under Dagster's implicit asset job, not under the refresh job.
+IMPLICIT_ASSET_JOB = "__ASSET_JOB"
+ACTIVE_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,  # may still hold the target until it stops
+]
+# A tick gets about 60 s from the daemon; fail fast with a reason instead of timing out.
+CONNECT_TIMEOUT_S = 10
+STATEMENT_TIMEOUT = sql.SQL("SET statement_timeout = '20s'")  # the session: marker and catalog
+MAX_LISTED_CHANGES = 20
+
+DESCRIPTION = " ".join([
+    "Requests one `{job}` run per production deploy.",
+    "Each tick reads a deploy marker from production over a read-only connection",
+    f"(default `{DEFAULT_MARKER_SQL}`; set {MARKER_SQL_VAR} to a query returning one text value",
+    "that changes with each deploy) and compares it with the cursor.",
+    "A new marker requests a refresh with run key `deploy-<marker>`, so a deploy is refreshed once",
+    "even across daemon restarts.",
+    "It skips, without advancing the cursor, while a refresh is queued or running, and when",
+    "production's schema no longer matches the saved catalog state: it then lists the changes;",
+    "run `muva-refresh introspect`, reload the code location, and the next tick refreshes the deploy.",
+    "Off by default: every refresh empties the staging tables first.",
+])
+
+
+def marker_query() -> str:
+    return os.environ.get(MARKER_SQL_VAR, "").strip() or DEFAULT_MARKER_SQL
+
+
+def _with_connect_timeout(endpoint: Endpoint) -> Endpoint:
+    """The same endpoint, bounded in how long an unreachable server can hold the tick."""
+    try:
+        if not endpoint.dsn or "connect_timeout" in conninfo_to_dict(endpoint.dsn):
+            return endpoint
+        return Endpoint(endpoint.role, make_conninfo(endpoint.dsn, connect_timeout=CONNECT_TIMEOUT_S))
+    except psycopg.Error:
+        return endpoint  # unparsable: let connect() report it, scrubbed
+
+
+def read_marker(conn: psycopg.Connection, query: str) -> str | None:
+    """The first column of the first row, as text; None when there is no row or it is NULL/empty."""
+    conn.execute(STATEMENT_TIMEOUT)
+    row = conn.execute(sql.SQL(query)).fetchone()  # operator-supplied, whole: nothing is interpolated
+    if not row or row[0] is None:
+        return None
+    return str(row[0]).strip() or None
+
+
+def active_refresh(instance: dg.DagsterInstance, job_name: str) -> dg.DagsterRun | None:
+    for name in (job_name, IMPLICIT_ASSET_JOB):
+        runs = instance.get_runs(filters=dg.RunsFilter(job_name=name, statuses=ACTIVE_STATUSES), limit=1)
+        if runs:
+            return runs[0]
+    return None
+
+
+def drift_message(changes: list[str], marker: str) -> str:
+    listed = changes[:MAX_LISTED_CHANGES]
+    if len(changes) > len(listed):
+        listed.append(f"... and {len(changes) - len(listed)} more")
+    return (
+        f"production's schema differs from the saved catalog state: {'; '.join(listed)}. "
+        f"Deploy {marker} was not refreshed. Run `muva-refresh introspect`, then reload "
+        f"the code location (\"Reload\" in the UI, or restart dagster dev); the next tick refreshes "
+        f"this deploy."
+    )
+
+
+def build_deploy_sensor(catalog: Catalog, job_name: str | None = None) -> dg.SensorDefinition:
+    """A sensor that requests one refresh of staging per production deploy.
+
+    `catalog` is the saved state the definitions were built from; `job_name` defaults to the
+    refresh job (definitions.REFRESH_JOB). On schema drift the sensor only reports: it does not
+    refresh the state file itself, since that changes the asset graph and needs a code reload.
+    """
+    if job_name is None:
+        from .definitions import REFRESH_JOB  # here, not at the top: definitions imports this module
+
+        job_name = REFRESH_JOB
+
+    @dg.sensor(
+        job_name=job_name,
+        name=SENSOR_NAME,
+        minimum_interval_seconds=60,
+        # Off until an operator turns it on: every refresh empties the staging tables first.
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=DESCRIPTION.replace("{job}", job_name),
+    )
+    def prod_deploy_sensor(
+        context: dg.SensorEvaluationContext, source: PostgresDatabase
+    ) -> dg.SensorResult | dg.SkipReason:
+        # Every failure becomes a SkipReason: a raising sensor only fills the tick log with errors.
+        endpoint = source.endpoint()
+        query = marker_query()
+        try:
+            conn = _with_connect_timeout(endpoint).connect(read_only=True)
+        except (RefreshError, psycopg.Error) as exc:
+            return dg.SkipReason(f"cannot read the deploy marker: {describe(exc, endpoint)}")
+        try:
+            try:
+                marker = read_marker(conn, query)
+            except psycopg.errors.UndefinedTable as exc:
+                return dg.SkipReason(
+                    f"the deploy marker query `{query}` failed: {describe(exc, endpoint)}. "
+                    f"Set {MARKER_SQL_VAR} to a query returning one text value that changes with "
+                    f"each production deploy (e.g. from your migration tool's history table)."
+                )
+            except psycopg.Error as exc:
+                return dg.SkipReason(
+                    f"the deploy marker query `{query}` failed: {describe(exc, endpoint)}; "
+                    f"check {MARKER_SQL_VAR}."
+                )
+            if marker is None:
+                return dg.SkipReason(
+                    f"the deploy marker query `{query}` returned no value (no rows or NULL); "
+                    f"record a migration there, or set {MARKER_SQL_VAR} to a query that returns "
+                    f"one text value per deploy."
+                )
+            if marker == context.cursor:
+                return dg.SkipReason(f"no new deploy: {marker} was already requested")
+
+            running = active_refresh(context.instance, job_name)
+            if running is not None:
+                return dg.SkipReason(
+                    f"deploy {marker} is waiting: a refresh is already queued or running "
+                    f"(run id {running.run_id}, {running.status.value}); the next tick retries"
+                )
+
+            try:
+                live = read_catalog(conn, TableFilter.from_env())
+            except psycopg.Error as exc:
+                return dg.SkipReason(f"cannot read the source catalog: {describe(exc, endpoint)}")
+            changes = catalog_drift(catalog, live)
+            if changes:
+                return dg.SkipReason(drift_message(changes, marker))
+        finally:
+            conn.close()
+
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(run_key=f"deploy-{marker}", tags={DEPLOY_TAG: marker})],
+            cursor=marker,
+        )
+
+    return prod_deploy_sensor
