@@ -1,0 +1,247 @@
+"""`dagster dev` (webserver and daemon) on a private demo pair, for the UI tests.
+
+Everything lives under one temporary directory: the embedded PostgreSQL, DAGSTER_HOME, the
+catalog state, the demo's env file and the workspace file. `dagster dev` runs with that
+directory as its working directory, because Dagster loads `.env` from the working directory
+and lets it override variables already set (dagster_shared.utils.environ assigns
+unconditionally): started from the repo root, the repo's `.env` would point the runs at
+whatever demo that file names. The temporary `.env` holds the same DSNs as the explicit
+environment, so both sources agree.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from muva_refresh import demo
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The venv running the tests also holds dagster and muva-refresh.
+BIN = Path(sys.executable).parent
+START_TIMEOUT_SECONDS = 90
+
+TERMINAL_RUN_STATUSES = {"SUCCESS", "FAILURE", "CANCELED"}
+
+RUNS_QUERY = """
+{
+  runsOrError(limit: 10) {
+    __typename
+    ... on Runs { results { runId status jobName } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+RUN_ERRORS_QUERY = """
+query RunErrors($runId: ID!) {
+  logsForRun(runId: $runId, limit: 1000) {
+    __typename
+    ... on EventConnection {
+      events { __typename ... on ErrorEvent { error { message } } ... on MessageEvent { message } }
+    }
+  }
+}
+"""
+
+WORKSPACE_QUERY = """
+{
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError {
+          __typename
+          ... on RepositoryLocation { repositories { name } }
+          ... on PythonError { message }
+        }
+      }
+    }
+  }
+}
+"""
+
+
+@dataclass
+class DagsterDev:
+    """A running `dagster dev` and the demo pair behind it."""
+
+    root: Path
+    env: dict[str, str]
+    port: int
+    process: subprocess.Popen | None = None
+    location: str = ""
+    repository: str = ""
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.root / "dagster-dev.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None, timeout: float = 30) -> dict[str, Any]:
+        response = requests.post(f"{self.url}/graphql", json={"query": query, "variables": variables or {}},
+                                 timeout=timeout)
+        response.raise_for_status()
+        body = response.json()
+        if body.get("errors"):
+            raise AssertionError(f"GraphQL errors: {body['errors']}")
+        return body["data"]
+
+    def runs(self) -> list[dict[str, Any]]:
+        """The newest runs first."""
+        return self.graphql(RUNS_QUERY)["runsOrError"]["results"]
+
+    def wait_for_run(self, run_id: str, timeout: float) -> str:
+        """Poll until the run ends; return its status."""
+        deadline = time.monotonic() + timeout
+        status = "unknown"
+        while time.monotonic() < deadline:
+            status = next((r["status"] for r in self.runs() if r["runId"] == run_id), "unknown")
+            if status in TERMINAL_RUN_STATUSES:
+                return status
+            time.sleep(1)
+        raise TimeoutError(f"run {run_id} still {status} after {timeout} s")
+
+    def run_errors(self, run_id: str) -> str:
+        """The error events of a run, for assertion messages."""
+        events = self.graphql(RUN_ERRORS_QUERY, {"runId": run_id})["logsForRun"].get("events", [])
+        lines = [f"{e['__typename']}: {(e.get('error') or {}).get('message') or e.get('message', '')}".strip()
+                 for e in events if e.get("error") or e["__typename"].endswith("FailureEvent")]
+        return "\n".join(lines) or "(no error events)"
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_workspace(path: Path) -> None:
+    """The repo's workspace.yaml with every working_directory made absolute, so it loads from elsewhere."""
+    workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
+    for entry in workspace.get("load_from", []):
+        for target in entry.values():
+            if isinstance(target, dict):
+                target["working_directory"] = str((REPO_ROOT / target.get("working_directory", ".")).resolve())
+    path.write_text(yaml.safe_dump(workspace))
+
+
+def start_demo(root: Path) -> dict[str, str]:
+    """Build the demo pair under `root`, save its catalog state, and return the subprocess env."""
+    home = root / "home"
+    home.mkdir(parents=True)
+    (root / "tmp").mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # env_file inside root: demo.up would otherwise rewrite the repo's own .env.
+    info = demo.up(scale=1, data_dir=root / "pg", env_file=root / ".env")
+    env = dict(os.environ)
+    env.update({
+        "MUVA_DEMO_DIR": str(root / "pg"),
+        "DAGSTER_HOME": str(home),
+        "MUVA_STATE_PATH": str(root / "catalog.json"),
+        # dagster dev's own temp files (sockets, its workspace copy) then go with root: SIGKILL skips its cleanup.
+        "TMPDIR": str(root / "tmp"),
+        demo.SOURCE_DSN_KEY: info.source_dsn,
+        demo.TARGET_DSN_KEY: info.target_dsn,
+    })
+    # Set empty (the defaults), not unset: the CLI fills unset variables from the repo's .env.
+    env.update({"MUVA_SCHEMAS": "", "MUVA_INCLUDE": "", "MUVA_EXCLUDE": ""})
+    done = subprocess.run([str(BIN / "muva-refresh"), "introspect"], env=env, cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"muva-refresh introspect failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+    return env
+
+
+def start_dagster_dev(root: Path, env: dict[str, str]) -> DagsterDev:
+    write_workspace(root / "workspace.yaml")
+    dev = DagsterDev(root=root, env=env, port=free_port())
+    with dev.log_path.open("wb") as log:
+        # Own session: teardown kills the webserver, daemon, code server and run workers as one group.
+        dev.process = subprocess.Popen(
+            [str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(dev.port), "-w", str(root / "workspace.yaml")],
+            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        wait_until_loaded(dev)
+    except BaseException:
+        stop_dagster_dev(dev)
+        raise
+    return dev
+
+
+def wait_until_loaded(dev: DagsterDev) -> None:
+    """Wait until the webserver answers GraphQL and the code location has loaded."""
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if dev.process is not None and dev.process.poll() is not None:
+            raise RuntimeError(f"dagster dev exited with {dev.process.returncode}:\n{dev.log_tail()}")
+        try:
+            entries = dev.graphql(WORKSPACE_QUERY, timeout=5)["workspaceOrError"].get("locationEntries", [])
+        except (requests.RequestException, AssertionError, ValueError) as exc:
+            last = str(exc)
+            time.sleep(0.5)
+            continue
+        for entry in entries:
+            loaded = entry.get("locationOrLoadError") or {}
+            if loaded.get("__typename") == "PythonError":
+                raise RuntimeError(f"code location {entry['name']} failed to load: {loaded['message']}")
+            if entry["loadStatus"] == "LOADED" and loaded.get("__typename") == "RepositoryLocation":
+                dev.location, dev.repository = entry["name"], loaded["repositories"][0]["name"]
+                return
+        last = f"locations: {entries}"
+        time.sleep(0.5)
+    raise TimeoutError(f"dagster dev not ready after {START_TIMEOUT_SECONDS} s ({last}):\n{dev.log_tail()}")
+
+
+def stop_dagster_dev(dev: DagsterDev) -> None:
+    if dev.process is None or (dev.process.poll() is not None and not _group_alive(dev.process.pid)):
+        return
+    # SIGKILL: dagster dev's children do not all stop on SIGTERM/SIGINT.
+    try:
+        os.killpg(dev.process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    dev.process.wait(timeout=30)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def make_root() -> Path:
+    # Short path: the embedded server's Unix socket lives in its data directory.
+    return Path(tempfile.mkdtemp(prefix="muva-ui-"))
+
+
+def cleanup(root: Path) -> None:
+    demo.down(data_dir=root / "pg")
+    shutil.rmtree(root, ignore_errors=True)
