@@ -9,7 +9,7 @@ selection: one snapshot, one target transaction, and no per-step process start-u
 import hashlib
 import re
 from collections import defaultdict
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator
 
 import dagster as dg
 import pandas as pd

@@ -10,9 +10,9 @@ import fnmatch
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import psycopg
 from psycopg import sql
@@ -455,7 +455,3 @@ def resolve_tables(catalog: Catalog, names: Iterable[str]) -> tuple[TableRef, ..
             f"known tables are in schemas {', '.join(catalog.schemas)} (see `muva-refresh plan`)"
         )
     return tuple(dict.fromkeys(refs))
-
-
-def columns_summary(columns: Sequence[Column]) -> str:
-    return ", ".join(f"{c.name} {c.type}" for c in columns)

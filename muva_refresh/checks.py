@@ -9,7 +9,6 @@ current source. pandas is used only for the sample rows shown with a failure.
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 

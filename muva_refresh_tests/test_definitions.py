@@ -6,7 +6,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from muva_refresh.assets import TableTranslator, key_part
+from muva_refresh.assets import key_part
 from muva_refresh.catalog import Catalog, TableFilter, read_catalog
 from muva_refresh.definitions import REFRESH_JOB, build_definitions, defs
 from muva_refresh.errors import ConfigError

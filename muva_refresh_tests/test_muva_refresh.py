@@ -3,7 +3,6 @@
 import psycopg
 import pytest
 
-from muva_refresh.catalog import TableRef
 from muva_refresh.demo import create_schema, load_data, plant_stale_rows
 
 from .test_cli import cli
