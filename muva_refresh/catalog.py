@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -179,11 +180,19 @@ class Catalog:
     server_version: int = 0
     schemas: tuple[str, ...] = DEFAULT_SCHEMAS
 
+    @cached_property
+    def by_ref(self) -> Mapping[TableRef, Table]:
+        return {t.ref: t for t in self.tables}
+
     def table(self, ref: TableRef) -> Table:
-        for t in self.tables:
-            if t.ref == ref:
-                return t
-        raise SelectionError(f"table {ref} is not in the catalog of schemas {', '.join(self.schemas)}")
+        try:
+            return self.by_ref[ref]
+        except KeyError:
+            raise SelectionError(f"table {ref} is not in the catalog of schemas {', '.join(self.schemas)}") from None
+
+    def same_major(self, other: "Catalog") -> bool:
+        """Binary COPY is only safe between servers of one major version."""
+        return self.server_version // 10000 == other.server_version // 10000
 
     @property
     def refs(self) -> tuple[TableRef, ...]:
@@ -236,7 +245,7 @@ def catalog_drift(saved: Catalog, live: Catalog) -> list[str]:
     """What changed between two catalogs, for people: tables, columns, keys and FKs."""
     if saved.fingerprint() == live.fingerprint():
         return []
-    old, new = {t.ref: t for t in saved.tables}, {t.ref: t for t in live.tables}
+    old, new = saved.by_ref, live.by_ref
     changes = [f"new table {r}" for r in sorted(new.keys() - old.keys())]
     changes += [f"table {r} is gone" for r in sorted(old.keys() - new.keys())]
     for ref in sorted(old.keys() & new.keys()):

@@ -268,12 +268,11 @@ def validate_live(
         src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one view of the source for all tables
         source_catalog = read_catalog(src, table_filter)
         target_catalog = read_catalog(dst, TableFilter(source_catalog.schemas))
-        same_major = source_catalog.server_version // 10000 == target_catalog.server_version // 10000
-        on_target = {t.ref: t for t in target_catalog.tables}
+        same_major = source_catalog.same_major(target_catalog)
         for ref, wanted_iter in wanted_by_table.items():
             wanted = set(wanted_iter)
             source_table = source_catalog.table(ref)
-            target_table = on_target.get(ref)
+            target_table = target_catalog.by_ref.get(ref)
             if target_table is None:
                 found += [outcome(w, ref, False, f"{ref} is missing on the target", **basis) for w in sorted(wanted)]
                 continue

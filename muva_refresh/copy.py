@@ -182,11 +182,10 @@ def guard_distinct(source: Endpoint, target: Endpoint, src: psycopg.Connection, 
 
 def guard_schema(plan: Plan, target_catalog: Catalog) -> None:
     """Every selected table exists on the target with the same copied columns and types."""
-    on_target = {t.ref: t for t in target_catalog.tables}
     problems: list[str] = []
     for ref in plan.selected:
         source_table = plan.catalog.table(ref)
-        target_table = on_target.get(ref)
+        target_table = target_catalog.by_ref.get(ref)
         if target_table is None:
             problems.append(f"table {ref} is missing on the target")
             continue
@@ -373,7 +372,7 @@ def refresh(
             dst.commit()  # the load must start its own top-level transaction, not a savepoint
             load = Load(
                 plan, target_catalog, source, target, snapshot_id, on_table, gate,
-                same_major=source_catalog.server_version // 10000 == target_catalog.server_version // 10000,
+                same_major=source_catalog.same_major(target_catalog),
             )
             tables, failed = load.atomically(src, dst) if workers == 1 else load.in_parallel(dst, workers)
         finally:
