@@ -1,5 +1,7 @@
 """The copy engine, without Dagster: equality after a refresh, every refusal, atomicity."""
 
+import os
+
 import psycopg
 import pytest
 from psycopg import sql
@@ -231,3 +233,22 @@ def test_a_refresh_interrupted_midway_leaves_the_target_as_it_was(pair):
         refresh(source, target, on_table=cancel_after_two)
     assert table_fingerprints(target.dsn) == before
     refresh(source, target)  # and the target's lock was released with the interrupted connection
+
+
+def test_a_source_role_that_cannot_bypass_rls_is_refused_before_anything_is_touched(pair):
+    """Through RLS, COPY would read only the rows the policies show, and every count would agree."""
+    source, target = pair
+    role = f"reader_{os.getpid()}"
+    with psycopg.connect(source.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOBYPASSRLS").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(sql.Identifier(role)))
+    try:
+        restricted = Endpoint("source", psycopg.conninfo.make_conninfo(source.dsn, user=role))
+        with pytest.raises(ConfigError, match=rf"role '{role}' on the source cannot bypass row-level security.*public\.customer"):
+            refresh(restricted, target)
+        assert count(target.dsn, "region", "name = 'stale region'") == 1
+    finally:
+        with psycopg.connect(source.dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
