@@ -35,7 +35,8 @@ sys.path.insert(0, str(REPO))
 from muva_refresh import demo  # noqa: E402
 from muva_refresh.catalog import TableFilter, read_catalog  # noqa: E402
 from muva_refresh.checks import Verifier  # noqa: E402
-from muva_refresh.copy import Endpoint, refresh  # noqa: E402
+from muva_refresh.endpoint import Endpoint  # noqa: E402
+from muva_refresh.refresh import RefreshOptions, refresh  # noqa: E402
 
 BENCH_DIR = REPO / ".muva" / "bench-pg"
 
@@ -70,7 +71,7 @@ def dump_restore(source: str, target: str, tables: list) -> None:
 def checked_refresh(source: Endpoint, target: Endpoint) -> None:
     verifier = Verifier()
     report = refresh(source, target, gate=verifier.gate)
-    verifier.after_commit(target, report)
+    verifier.after_commit(target, report.copies())
     assert all(o.passed or o.severity == "WARN" for o in verifier.outcomes)
 
 
@@ -154,7 +155,7 @@ def main() -> None:
         "baseline: pg_dump | pg_restore": median_seconds(lambda: dump_restore(info.source_dsn, info.target_dsn, tables), args.repeat),
         "engine, no checks": median_seconds(lambda: refresh(source, target), args.repeat),
         "engine, all checks": median_seconds(lambda: checked_refresh(source, target), args.repeat),
-        "engine, no checks, workers=2": median_seconds(lambda: refresh(source, target, workers=2), args.repeat),
+        "engine, no checks, workers=2": median_seconds(lambda: refresh(source, target, RefreshOptions(workers=2)), args.repeat),
         "Dagster job, in-memory instance": statistics.median(dagster_refresh(state) for _ in range(args.repeat)),
         "muva-refresh refresh (SQLite instance)": statistics.median(cli_refresh(state) for _ in range(args.repeat)),
     }

@@ -1,7 +1,8 @@
-"""Tables as Dagster assets: the translator (the only table -> AssetKey map) and the asset factory.
+"""Tables as Dagster assets: the translator (the only table <-> AssetKey map) and the asset factory.
 
 All table assets come from one subsettable multi_asset, so a run has one step whatever its
-selection: one snapshot, one target transaction, and no per-step process start-up.
+selection: one snapshot, one target transaction, and no per-step process start-up. The
+translator writes the metadata and reads it back, so the two never drift apart.
 """
 
 
@@ -9,20 +10,23 @@ selection: one snapshot, one target transaction, and no per-step process start-u
 import hashlib
 import re
 from collections import defaultdict
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import dagster as dg
 import pandas as pd
 
-from .catalog import Catalog, Table, TableFilter, TableRef
+from .catalog import Catalog, Table, TableRef
 from .checks import CHECKS, WARN, CheckOutcome, Verifier, validate_live
-from .copy import CopyStats, RefreshReport, refresh
+from .copy import CopyStats
 from .errors import BlockingCheckError
 from .graph import Plan, make_plan
+from .refresh import RefreshOptions, RefreshReport, refresh
 from .resources import PostgresDatabase
 
 TABLE_ASSETS_NAME = "refresh_tables"
 TARGET_POOL = "muva_refresh_target"
+# Materialization metadata the translator writes and reads back.
+ROWS, BYTES, SECONDS, MB_PER_S, FORMAT, DIGEST = "rows", "bytes", "seconds", "MB/s", "copy_format", "content_digest"
 
 
 def key_part(name: str) -> str:
@@ -34,18 +38,19 @@ def key_part(name: str) -> str:
 
 
 class TableTranslator:
-    """Maps catalog tables to Dagster: override a method to change one facet."""
+    """Maps catalog tables to Dagster and Dagster's records back: override a method to change one facet."""
 
     def asset_key(self, ref: TableRef) -> dg.AssetKey:
-        if ref.schema == "public":
-            return dg.AssetKey([key_part(ref.name)])
-        return dg.AssetKey([key_part(ref.schema), key_part(ref.name)])
+        return dg.AssetKey([key_part(p) for p in ref.short_parts])
+
+    def keys(self, catalog: Catalog) -> "TableKeys":
+        return TableKeys({t.ref: self.asset_key(t.ref) for t in catalog.tables})
 
     def group_name(self, table: Table, plan: Plan) -> str:
         return f"level_{plan.level[table.ref]}"
 
     def description(self, table: Table, plan: Plan) -> str:
-        fks = [fk for fk in plan.catalog.foreign_keys + plan.catalog.external_foreign_keys if fk.child == table.ref]
+        fks = plan.catalog.foreign_keys_of(table.ref)
         lines = [table.comment or f"Table {table.ref}, copied from production to staging.",
                  "",
                  f"Level {plan.level[table.ref]}; {len(table.copied_columns)} copied columns; "
@@ -57,10 +62,7 @@ class TableTranslator:
         return "\n".join(lines)
 
     def column_schema(self, table: Table) -> dg.TableSchema:
-        unique_single = {
-            idx.definition.rsplit("(", 1)[-1].rstrip(")").strip('"')
-            for idx in table.indexes if idx.unique and idx.definition.count(",") == 0
-        }
+        unique_single = {i.key_columns[0] for i in table.indexes if i.unique and len(i.key_columns) == 1}
         return dg.TableSchema(columns=[
             dg.TableColumn(
                 name=c.name,
@@ -95,9 +97,9 @@ class TableTranslator:
 
     def check_specs(self, table: Table) -> list[dg.AssetCheckSpec]:
         return [
-            dg.AssetCheckSpec(kind.name, asset=self.asset_key(table.ref), description=kind.description,
-                              blocking=kind.blocking, metadata={"severity_on_failure": kind.severity})
-            for kind in CHECKS
+            dg.AssetCheckSpec(check.name, asset=self.asset_key(table.ref), description=check.description,
+                              blocking=check.blocking, metadata={"severity_on_failure": check.severity})
+            for check in CHECKS
         ]
 
     def check_result(self, outcome: CheckOutcome) -> dg.AssetCheckResult:
@@ -110,19 +112,39 @@ class TableTranslator:
             metadata={k: metadata_value(v) for k, v in outcome.metadata.items()},
         )
 
+    def outcome(self, evaluation: dg.AssetCheckEvaluation, ref: TableRef) -> CheckOutcome:
+        """A stored check evaluation, back as the engine's outcome (tables as lists of rows)."""
+        return CheckOutcome(evaluation.check_name, ref, evaluation.passed, evaluation.description or "",
+                            plain_metadata(evaluation.metadata), evaluation.severity.value)
+
     def materialization_metadata(self, stats: CopyStats, report: RefreshReport) -> dict[str, object]:
         return {
             "dagster/row_count": dg.MetadataValue.int(stats.rows),
-            "rows": dg.MetadataValue.int(stats.rows),
-            "bytes": dg.MetadataValue.int(stats.bytes),
-            "seconds": dg.MetadataValue.float(round(stats.seconds, 4)),
-            "MB/s": dg.MetadataValue.float(round(stats.mb_per_s, 2)),
-            "copy_format": stats.format,
+            ROWS: dg.MetadataValue.int(stats.rows),
+            BYTES: dg.MetadataValue.int(stats.bytes),
+            SECONDS: dg.MetadataValue.float(round(stats.seconds, 4)),
+            MB_PER_S: dg.MetadataValue.float(round(stats.mb_per_s, 2)),
+            FORMAT: stats.format,
             "snapshot_id": report.snapshot_id,
-            "content_digest": stats.digest,
+            DIGEST: stats.digest,
             "source_server_version": dg.MetadataValue.int(report.source_version),
             "target_server_version": dg.MetadataValue.int(report.target_version),
         }
+
+    def copy_stats(self, metadata: Mapping[str, Any]) -> CopyStats:
+        """The stats a materialization recorded, read back from what `materialization_metadata` wrote."""
+        plain = plain_metadata(metadata)
+        return CopyStats(plain[ROWS], plain[BYTES], plain[SECONDS], plain[FORMAT], plain[DIGEST])
+
+
+class TableKeys:
+    """Both directions of the table <-> asset key map for one catalog; two tables never share a key."""
+
+    def __init__(self, key_of: Mapping[TableRef, dg.AssetKey]):
+        self.key_of = dict(key_of)
+        self.table_of = {key: ref for ref, key in self.key_of.items()}
+        if len(self.table_of) != len(self.key_of):
+            raise ValueError("two tables map to one asset key; override TableTranslator.asset_key")
 
 
 def metadata_value(value: Any) -> Any:
@@ -135,28 +157,26 @@ def metadata_value(value: Any) -> Any:
     return value
 
 
+def plain_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Stored metadata values as plain Python values; tables become lists of rows."""
+    plain = {}
+    for key, value in metadata.items():
+        if isinstance(value, dg.TableMetadataValue):
+            plain[key] = [r.data for r in value.records]
+        else:
+            plain[key] = value.value if isinstance(value, dg.MetadataValue) else value
+    return plain
+
+
 class RefreshConfig(dg.Config):
     """Run settings for a refresh."""
 
     workers: int = 1  # 1: one atomic target transaction; more: tables of a level in parallel
 
 
-def keys_by_table(catalog: Catalog, translator: TableTranslator) -> dict[TableRef, dg.AssetKey]:
-    keys = {t.ref: translator.asset_key(t.ref) for t in catalog.tables}
-    if len(set(keys.values())) != len(keys):
-        raise ValueError("two tables map to one asset key; override TableTranslator.asset_key")
-    return keys
-
-
-def build_table_assets(
-    catalog: Catalog,
-    translator: TableTranslator | None = None,
-    table_filter: TableFilter | None = None,
-) -> dg.AssetsDefinition:
-    translator = translator or TableTranslator()
+def build_table_assets(catalog: Catalog, translator: TableTranslator) -> dg.AssetsDefinition:
     plan = make_plan(catalog)
-    key_of = keys_by_table(catalog, translator)
-    table_of = {key: ref for ref, key in key_of.items()}
+    keys = translator.keys(catalog)
 
     @dg.multi_asset(
         name=TABLE_ASSETS_NAME,
@@ -172,27 +192,22 @@ def build_table_assets(
         source: PostgresDatabase,
         target: PostgresDatabase,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        tables = sorted(table_of[k] for k in context.selected_asset_keys)
+        tables = tuple(sorted(keys.table_of[k] for k in context.selected_asset_keys))
         wanted: dict[TableRef, set[str]] = defaultdict(set)
         for check_key in context.selected_asset_check_keys:
-            wanted[table_of[check_key.asset_key]].add(check_key.name)
+            wanted[keys.table_of[check_key.asset_key]].add(check_key.name)
 
         def results(outcomes: Iterable[CheckOutcome]) -> Iterator[dg.AssetCheckResult]:
             for o in outcomes:
                 if o.check in wanted.get(o.table, ()):
                     yield translator.check_result(o)
 
-        filter_ = table_filter or TableFilter.from_env()
         if tables:
             verifier = Verifier()  # the blocking checks guard the load even when not selected
             try:
-                report = refresh(
-                    source.endpoint(), target.endpoint(), tables,
-                    table_filter=filter_,
-                    expected=catalog,
-                    workers=config.workers,
-                    gate=verifier.gate,
-                )
+                report = refresh(source.endpoint(), target.endpoint(),
+                                 RefreshOptions(selected=tables, state=catalog, workers=config.workers),
+                                 gate=verifier.gate)
             except BlockingCheckError:
                 yield from results(verifier.outcomes)
                 raise
@@ -201,12 +216,12 @@ def build_table_assets(
                 f"from snapshot {report.snapshot_id} in {report.seconds:.1f}s"
             )
             for ref, stats in report.tables.items():
-                yield dg.MaterializeResult(asset_key=key_of[ref], metadata=translator.materialization_metadata(stats, report))
-            verifier.after_commit(target.endpoint(), report)
+                yield dg.MaterializeResult(asset_key=keys.key_of[ref], metadata=translator.materialization_metadata(stats, report))
+            verifier.after_commit(target.endpoint(), report.copies())
             yield from results(verifier.outcomes)
             report.raise_for_failures()
         only_checks = {ref: names for ref, names in wanted.items() if ref not in set(tables)}
         if only_checks:
-            yield from results(validate_live(source.endpoint(), target.endpoint(), only_checks, filter_))
+            yield from results(validate_live(source.endpoint(), target.endpoint(), only_checks, catalog.table_filter))
 
     return refresh_tables

@@ -9,7 +9,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,7 +19,8 @@ from psycopg import sql
 
 from .errors import ConfigError, SelectionError
 
-DEFAULT_SCHEMAS = ("public",)
+DEFAULT_SCHEMA = "public"
+DEFAULT_SCHEMAS = (DEFAULT_SCHEMA,)
 
 
 @dataclass(frozen=True, order=True)
@@ -35,8 +35,13 @@ class TableRef:
     def __str__(self) -> str:  # for people (messages, logs), never for SQL
         return f"{self.schema}.{self.name}"
 
+    @property
+    def short_parts(self) -> tuple[str, ...]:
+        """The name as people say it: the schema only when it is not the default one."""
+        return (self.name,) if self.schema == DEFAULT_SCHEMA else (self.schema, self.name)
+
     @classmethod
-    def parse(cls, text: str, default_schema: str = "public") -> "TableRef":
+    def parse(cls, text: str, default_schema: str = DEFAULT_SCHEMA) -> "TableRef":
         """`table`, `schema.table`, or with double quotes: `"My Schema"."Odd.Name"`."""
         parts = _split_qualified(text)
         if len(parts) == 1:
@@ -118,6 +123,7 @@ class Index:
     primary: bool
     method: str
     constraint: str | None = None  # the UNIQUE/PRIMARY KEY constraint it backs, if any
+    key_columns: tuple[str, ...] = ()  # key columns only (not INCLUDE); an expression as its text
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,27 @@ class Table:
 
 
 @dataclass(frozen=True)
+class TableFilter:
+    """Which tables take part: the schemas, then `schema.table` glob patterns to include or exclude."""
+
+    schemas: tuple[str, ...] = DEFAULT_SCHEMAS
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def admits(self, ref: TableRef) -> bool:
+        name = str(ref)
+        if self.include and not any(fnmatch.fnmatchcase(name, p) for p in self.include):
+            return False
+        return not any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
+
+    def __str__(self) -> str:
+        parts = [f"schemas {', '.join(self.schemas)}"]
+        parts += [f"include {', '.join(self.include)}"] if self.include else []
+        parts += [f"exclude {', '.join(self.exclude)}"] if self.exclude else []
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
 class Catalog:
     """The tables of the configured schemas and the foreign keys among them."""
 
@@ -178,7 +205,11 @@ class Catalog:
     foreign_keys: tuple[ForeignKey, ...]  # both ends inside `tables`
     external_foreign_keys: tuple[ForeignKey, ...] = ()  # parent outside the configured schemas
     server_version: int = 0
-    schemas: tuple[str, ...] = DEFAULT_SCHEMAS
+    table_filter: TableFilter = TableFilter()  # what the catalog was read with
+
+    @property
+    def schemas(self) -> tuple[str, ...]:
+        return self.table_filter.schemas
 
     @cached_property
     def by_ref(self) -> Mapping[TableRef, Table]:
@@ -189,6 +220,10 @@ class Catalog:
             return self.by_ref[ref]
         except KeyError:
             raise SelectionError(f"table {ref} is not in the catalog of schemas {', '.join(self.schemas)}") from None
+
+    def foreign_keys_of(self, ref: TableRef) -> tuple[ForeignKey, ...]:
+        """The FKs whose child is `ref`, to parents inside the catalog or outside it."""
+        return tuple(fk for fk in self.foreign_keys + self.external_foreign_keys if fk.child == ref)
 
     def same_major(self, other: "Catalog") -> bool:
         """Binary COPY is only safe between servers of one major version."""
@@ -220,7 +255,7 @@ class Catalog:
             foreign_keys=tuple(_fk_from_dict(f) for f in raw["foreign_keys"]),
             external_foreign_keys=tuple(_fk_from_dict(f) for f in raw.get("external_foreign_keys", ())),
             server_version=raw.get("server_version", 0),
-            schemas=tuple(raw.get("schemas", DEFAULT_SCHEMAS)),
+            table_filter=TableFilter(**{k: tuple(v) for k, v in raw["table_filter"].items()}),
         )
 
     def save(self, path: Path) -> None:
@@ -230,15 +265,22 @@ class Catalog:
         tmp.replace(path)  # readers never see half a file
 
     @classmethod
-    def load(cls, path: Path) -> "Catalog":
+    def load(cls, path: Path, table_filter: TableFilter | None = None) -> "Catalog":
+        """The saved state; with `table_filter`, refuse a state that was read with another filter."""
         if not path.exists():
             raise ConfigError(
                 f"no catalog state at {path}; run `muva-refresh introspect` against the source first"
             )
         try:
-            return cls.from_json(path.read_text())
+            catalog = cls.from_json(path.read_text())
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"catalog state at {path} is unreadable ({exc}); run `muva-refresh introspect` again") from exc
+        if table_filter is not None and table_filter != catalog.table_filter:
+            raise ConfigError(
+                f"the saved state at {path} was read with a different table filter "
+                f"({catalog.table_filter}; configured now: {table_filter}); run `muva-refresh introspect`"
+            )
+        return catalog
 
 
 def catalog_drift(saved: Catalog, live: Catalog) -> list[str]:
@@ -285,35 +327,11 @@ def _table_from_dict(d: Mapping[str, Any]) -> Table:
         rls_enabled=d["rls_enabled"],
         rls_forced=d["rls_forced"],
         policies=tuple(Policy(**{**p, "roles": tuple(p["roles"])}) for p in d["policies"]),
-        indexes=tuple(Index(**i) for i in d["indexes"]),
+        indexes=tuple(Index(**{**i, "key_columns": tuple(i["key_columns"])}) for i in d["indexes"]),
         triggers=tuple(Trigger(**t) for t in d["triggers"]),
         sequences=tuple(OwnedSequence(_ref(s["sequence"]), s["column"], s["identity"]) for s in d["sequences"]),
         comment=d["comment"],
     )
-
-
-@dataclass(frozen=True)
-class TableFilter:
-    """Which tables take part: the schemas, then `schema.table` glob patterns to include or exclude."""
-
-    schemas: tuple[str, ...] = DEFAULT_SCHEMAS
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "TableFilter":
-        schemas = _csv(env.get("MUVA_SCHEMAS", "")) or DEFAULT_SCHEMAS
-        return cls(schemas, _csv(env.get("MUVA_INCLUDE", "")), _csv(env.get("MUVA_EXCLUDE", "")))
-
-    def admits(self, ref: TableRef) -> bool:
-        name = str(ref)
-        if self.include and not any(fnmatch.fnmatchcase(name, p) for p in self.include):
-            return False
-        return not any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in text.split(",") if p.strip())
 
 
 # --- catalog SQL: one query per kind of object, all keyed by the table's oid -------------------
@@ -356,7 +374,11 @@ ORDER BY con.conrelid, con.conname
 
 INDEXES = sql.SQL("""
 SELECT i.indrelid, ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique, i.indisprimary,
-       am.amname, con.conname
+       am.amname, con.conname,
+       ARRAY(SELECT coalesce(a.attname, pg_get_indexdef(i.indexrelid, k.n, true))
+             FROM generate_series(1, i.indnkeyatts) k(n)
+             LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[k.n - 1] AND a.attnum > 0
+             ORDER BY k.n)
 FROM pg_index i
 JOIN pg_class ic ON ic.oid = i.indexrelid
 JOIN pg_am am ON am.oid = ic.relam
@@ -443,12 +465,12 @@ def read_catalog(conn: psycopg.Connection, table_filter: TableFilter | None = No
             rls_forced=forced,
             policies=tuple(Policy(n, cmd, perm, tuple(roles), using, check)
                            for n, cmd, perm, roles, using, check in policies[oid]),
-            indexes=tuple(Index(n, d, u, p, am, con) for n, d, u, p, am, con in indexes[oid]),
+            indexes=tuple(Index(n, d, u, p, am, con, tuple(keys)) for n, d, u, p, am, con, keys in indexes[oid]),
             triggers=tuple(Trigger(n, e, d) for n, e, d in triggers[oid]),
             sequences=tuple(OwnedSequence(TableRef(s, n), col, ident) for s, n, col, ident in sequences[oid]),
             comment=comment,
         ))
-    return Catalog(tuple(tables), tuple(fks), tuple(external), version, tuple(table_filter.schemas))
+    return Catalog(tuple(tables), tuple(fks), tuple(external), version, table_filter)
 
 
 def resolve_tables(catalog: Catalog, names: Iterable[str]) -> tuple[TableRef, ...]:

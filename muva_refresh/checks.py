@@ -1,50 +1,32 @@
-"""The validations, one function per check, each returning a plain CheckOutcome (no Dagster here).
+"""The validations: one registry, each check declared once, each returning a plain CheckOutcome.
 
-Blocking checks (row_count, no_orphans) run inside the load transaction, before COMMIT: when
-one fails the refresh rolls back, so staging never holds a short or orphaned copy. The others
-run after COMMIT. Without a refresh, `validate_live` compares the current target with the
-current source. pandas is used only for the sample rows shown with a failure.
+Blocking checks run inside the load transaction, before COMMIT: when one fails the refresh
+rolls back, so staging never holds a short or orphaned copy. The others run after COMMIT.
+Without a refresh, `validate_live` runs the same checks on the current target against the
+current source. The gate, the after-commit pass, `validate_live` and the Dagster check specs
+all come from `CHECKS`. pandas is used only for the sample rows shown with a failure.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 import pandas as pd
 import psycopg
 from psycopg import sql
 
 from .catalog import Catalog, ForeignKey, Index, Table, TableFilter, TableRef, read_catalog
-from .copy import Endpoint, RefreshReport, copy_format, read_digest
+from .copy import TableCopy, copy_format, pump
+from .endpoint import Endpoint
 from .errors import BlockingCheckError
 
-ROW_COUNT, NO_ORPHANS, RLS, UNIQUE_INDEXES, INDEXES, CONTENT, SEQUENCES = (
-    "row_count", "no_orphans", "rls", "unique_indexes", "indexes", "content", "sequences",
-)
 ERROR, WARN = "ERROR", "WARN"
-
-
-@dataclass(frozen=True)
-class CheckKind:
-    name: str
-    severity: str  # how a failure counts
-    blocking: bool
-    description: str
-
-
-CHECKS: tuple[CheckKind, ...] = (
-    CheckKind(ROW_COUNT, ERROR, True, "Target row count equals the source's at the copied snapshot."),
-    CheckKind(NO_ORPHANS, ERROR, True, "No target row lacks its FK parent (MATCH SIMPLE: rows with a NULL FK column are skipped)."),
-    CheckKind(RLS, ERROR, False, "RLS flags and policies are equal on source and target; WARN where RLS is off on both."),
-    CheckKind(UNIQUE_INDEXES, ERROR, False, "The target has every unique index and constraint of the source, by definition."),
-    CheckKind(INDEXES, WARN, False, "The target has every other index of the source (HNSW and GIN included)."),
-    CheckKind(CONTENT, ERROR, False, "A key-ordered hash of the target equals the source's at the snapshot."),
-    CheckKind(SEQUENCES, ERROR, False, "Every serial/identity sequence on the target is past its column's max."),
-)
-CHECK_BY_NAME = {c.name: c for c in CHECKS}
+IN_LOAD, AFTER_COMMIT = "in_load", "after_commit"
 SAMPLE_LIMIT = 10
+SNAPSHOT_BASIS = "snapshot"
+LIVE_BASIS = "live: current target against current source, no refresh in this run"
 
 COUNT_ROWS = sql.SQL("SELECT count(*) FROM {table}")
 ORPHANS = sql.SQL(
@@ -76,18 +58,73 @@ class CheckOutcome:
         return not self.passed and self.severity == ERROR
 
 
-def outcome(check: str, table: TableRef, passed: bool, summary: str, **metadata: Any) -> CheckOutcome:
-    return CheckOutcome(check, table, passed, summary, metadata, CHECK_BY_NAME[check].severity)
+class SourceFacts(Protocol):
+    """What the source held for a table, at the snapshot of a refresh or right now."""
+
+    def rows(self, table: Table) -> int: ...
+
+    def digest(self, table: Table) -> tuple[str, str]: ...  # (digest, COPY format)
+
+
+@dataclass(frozen=True)
+class SnapshotFacts:
+    """Read off the COPY stream of the refresh: nothing is asked of the source again."""
+
+    copy: TableCopy
+
+    def rows(self, table: Table) -> int:
+        return self.copy.stats.rows
+
+    def digest(self, table: Table) -> tuple[str, str]:
+        return self.copy.stats.digest, self.copy.stats.format
+
+
+@dataclass(frozen=True)
+class LiveFacts:
+    """Asked of the source now, through one REPEATABLE READ transaction."""
+
+    src: psycopg.Connection
+    same_major: bool
+
+    def rows(self, table: Table) -> int:
+        return count_rows(self.src, table.ref)
+
+    def digest(self, table: Table) -> tuple[str, str]:
+        fmt = copy_format(table, self.same_major)
+        return pump(self.src, table, fmt).digest, fmt
+
+
+@dataclass(frozen=True)
+class CheckSubject:
+    """What a check looks at: one table on both sides, and the target connection to read it on."""
+
+    conn: psycopg.Connection  # the target: inside the load transaction, or read-only after it
+    source: Table
+    target: Table
+    source_catalog: Catalog
+    facts: SourceFacts
+    basis: Mapping[str, Any]
+
+    @property
+    def ref(self) -> TableRef:
+        return self.source.ref
+
+    def outcome(self, check: str, passed: bool, summary: str, **metadata: Any) -> CheckOutcome:
+        return CheckOutcome(check, self.ref, passed, summary, metadata, CHECK_BY_NAME[check].severity)
 
 
 # --- the checks -----------------------------------------------------------------------------
 
-def row_count(dst: psycopg.Connection, table: Table, expected: int, basis: Mapping[str, Any]) -> CheckOutcome:
-    actual = dst.execute(COUNT_ROWS.format(table=table.ref.ident())).fetchone()[0]
+def count_rows(conn: psycopg.Connection, ref: TableRef) -> int:
+    return conn.execute(COUNT_ROWS.format(table=ref.ident())).fetchone()[0]
+
+
+def row_count(s: CheckSubject) -> CheckOutcome:
+    actual, expected = count_rows(s.conn, s.ref), s.facts.rows(s.source)
     gap = actual - expected
-    summary = (f"{table.ref}: {actual:,} rows on the target, as on the source" if gap == 0 else
-               f"{table.ref}: {actual:,} rows on the target, {expected:,} on the source ({gap:+,})")
-    return outcome(ROW_COUNT, table.ref, gap == 0, summary, target_rows=actual, source_rows=expected, **basis)
+    summary = (f"{s.ref}: {actual:,} rows on the target, as on the source" if gap == 0 else
+               f"{s.ref}: {actual:,} rows on the target, {expected:,} on the source ({gap:+,})")
+    return s.outcome("row_count", gap == 0, summary, target_rows=actual, source_rows=expected, **s.basis)
 
 
 def orphans_sql(fk: ForeignKey) -> sql.Composed:
@@ -104,25 +141,27 @@ def orphans_sql(fk: ForeignKey) -> sql.Composed:
     )
 
 
-def no_orphans(dst: psycopg.Connection, table: Table, fks: Sequence[ForeignKey]) -> CheckOutcome:
+def no_orphans(s: CheckSubject) -> CheckOutcome:
+    fks = s.source_catalog.foreign_keys_of(s.ref)
     per_fk: dict[str, int] = {}
     samples = []
     for fk in fks:
-        rows = dst.execute(orphans_sql(fk)).fetchall()
+        rows = s.conn.execute(orphans_sql(fk)).fetchall()
         per_fk[fk.name] = rows[0][-1] if rows else 0
         samples += [{"fk": fk.name, "key": ", ".join(f"{c}={v}" for c, v in zip(fk.child_columns, r[:-1]))}
                     for r in rows]
     total = sum(per_fk.values())
     bad = [f"{n} ({count:,})" for n, count in per_fk.items() if count]
-    summary = (f"{table.ref}: no orphans across {len(fks)} FKs" if not total else
-               f"{total:,} orphans in {table.ref}: {', '.join(bad)}")
+    summary = (f"{s.ref}: no orphans across {len(fks)} FKs" if not total else
+               f"{total:,} orphans in {s.ref}: {', '.join(bad)}")
     metadata: dict[str, Any] = {"orphans": total, "fks_checked": len(fks), **{f"orphans.{n}": c for n, c in per_fk.items()}}
     if samples:
         metadata["orphan_sample"] = pd.DataFrame(samples[:SAMPLE_LIMIT])
-    return outcome(NO_ORPHANS, table.ref, total == 0, summary, **metadata)
+    return s.outcome("no_orphans", total == 0, summary, **metadata)
 
 
-def rls(source: Table, target: Table) -> CheckOutcome:
+def rls(s: CheckSubject) -> CheckOutcome:
+    source, target = s.source, s.target
     differences = []
     if (source.rls_enabled, source.rls_forced) != (target.rls_enabled, target.rls_forced):
         differences.append(
@@ -136,13 +175,12 @@ def rls(source: Table, target: Table) -> CheckOutcome:
     metadata = {"source_rls": source.rls_enabled, "target_rls": target.rls_enabled,
                 "source_policies": len(source.policies), "target_policies": len(target.policies)}
     if differences:
-        return outcome(RLS, source.ref, False, f"{source.ref}: " + "; ".join(differences), **metadata)
+        return s.outcome("rls", False, f"{s.ref}: " + "; ".join(differences), **metadata)
     if not source.rls_enabled:
-        return CheckOutcome(RLS, source.ref, False,
-                            f"{source.ref}: RLS is off on the source and the target; its rows are open to every role",
+        return CheckOutcome("rls", s.ref, False,
+                            f"{s.ref}: RLS is off on the source and the target; its rows are open to every role",
                             metadata, severity=WARN)
-    return outcome(RLS, source.ref, True,
-                   f"{source.ref}: RLS on, {len(source.policies)} policies equal on both sides", **metadata)
+    return s.outcome("rls", True, f"{s.ref}: RLS on, {len(source.policies)} policies equal on both sides", **metadata)
 
 
 def normalized_index(index: Index) -> str:
@@ -150,76 +188,108 @@ def normalized_index(index: Index) -> str:
     return re.sub(r'^(CREATE (?:UNIQUE )?INDEX )("(?:[^"]|"")*"|\S+)( ON )', r"\1\3", index.definition)
 
 
-def _index_check(check: str, source: Table, target: Table, unique: bool) -> CheckOutcome:
-    wanted = {normalized_index(i): i.name for i in source.indexes if i.unique == unique}
-    present = {normalized_index(i) for i in target.indexes if i.unique == unique}
+def compare_indexes(check: str, s: CheckSubject, unique: bool) -> CheckOutcome:
+    wanted = {normalized_index(i): i.name for i in s.source.indexes if i.unique == unique}
+    present = {normalized_index(i) for i in s.target.indexes if i.unique == unique}
     missing = sorted(name for definition, name in wanted.items() if definition not in present)
     kind = "unique indexes" if unique else "other indexes"
-    summary = (f"{source.ref}: all {len(wanted)} {kind} present" if not missing else
-               f"{source.ref}: missing on the target: {', '.join(missing)}")
+    summary = (f"{s.ref}: all {len(wanted)} {kind} present" if not missing else
+               f"{s.ref}: missing on the target: {', '.join(missing)}")
     metadata: dict[str, Any] = {"source_indexes": len(wanted), "missing": len(missing)}
     if missing:
         metadata["missing_indexes"] = pd.DataFrame(
             [{"index": n, "definition": d} for d, n in wanted.items() if n in missing]
         )
-    return outcome(check, source.ref, not missing, summary, **metadata)
+    return s.outcome(check, not missing, summary, **metadata)
 
 
-def unique_indexes(source: Table, target: Table) -> CheckOutcome:
-    return _index_check(UNIQUE_INDEXES, source, target, unique=True)
+def unique_indexes(s: CheckSubject) -> CheckOutcome:
+    return compare_indexes("unique_indexes", s, unique=True)
 
 
-def indexes(source: Table, target: Table) -> CheckOutcome:
-    return _index_check(INDEXES, source, target, unique=False)
+def indexes(s: CheckSubject) -> CheckOutcome:
+    return compare_indexes("indexes", s, unique=False)
 
 
-def content(dst: psycopg.Connection, table: Table, expected_digest: str, fmt: str, basis: Mapping[str, Any]) -> CheckOutcome:
-    digest, rows, size = read_digest(dst, table, fmt)
-    same = digest == expected_digest
-    summary = (f"{table.ref}: content hash matches ({rows:,} rows, {fmt})" if same else
-               f"{table.ref}: content differs from the source (target hash {digest[:12]}, source {expected_digest[:12]})")
-    return outcome(CONTENT, table.ref, same, summary, target_digest=digest, source_digest=expected_digest,
-                   rows_hashed=rows, bytes_hashed=size, **basis)
+def content(s: CheckSubject) -> CheckOutcome:
+    expected, fmt = s.facts.digest(s.source)
+    found = pump(s.conn, s.source, fmt)
+    same = found.digest == expected
+    summary = (f"{s.ref}: content hash matches ({found.rows:,} rows, {fmt})" if same else
+               f"{s.ref}: content differs from the source (target hash {found.digest[:12]}, source {expected[:12]})")
+    return s.outcome("content", same, summary, target_digest=found.digest, source_digest=expected,
+                     rows_hashed=found.rows, bytes_hashed=found.bytes, **s.basis)
 
 
-def sequences(dst: psycopg.Connection, table: Table) -> CheckOutcome:
+def sequences(s: CheckSubject) -> CheckOutcome:
+    table = s.target
     behind = []
     metadata: dict[str, Any] = {"sequences": len(table.sequences)}
     for owned in table.sequences:
-        last_value, is_called, increment = dst.execute(
-            SEQUENCE_STATE.format(sequence=owned.sequence.ident()), (owned.sequence.ident().as_string(dst),)
+        last_value, is_called, increment = s.conn.execute(
+            SEQUENCE_STATE.format(sequence=owned.sequence.ident()), (owned.sequence.ident().as_string(s.conn),)
         ).fetchone()
         next_value = last_value + increment if is_called else last_value
-        top = dst.execute(COLUMN_MAX.format(column=sql.Identifier(owned.column), table=table.ref.ident())).fetchone()[0]
+        top = s.conn.execute(COLUMN_MAX.format(column=sql.Identifier(owned.column), table=table.ref.ident())).fetchone()[0]
         metadata[f"next.{owned.column}"] = next_value
         metadata[f"max.{owned.column}"] = top if top is not None else "(empty)"
         if top is not None and (next_value <= top if increment > 0 else False):
             behind.append(f"{owned.sequence} would hand out {next_value}, but {owned.column} already reaches {top}")
-    summary = (f"{table.ref}: {len(table.sequences)} sequences ahead of their columns" if not behind else
-               f"{table.ref}: " + "; ".join(behind))
-    return outcome(SEQUENCES, table.ref, not behind, summary, **metadata)
+    summary = (f"{s.ref}: {len(table.sequences)} sequences ahead of their columns" if not behind else
+               f"{s.ref}: " + "; ".join(behind))
+    return s.outcome("sequences", not behind, summary, **metadata)
 
 
-# --- running them ---------------------------------------------------------------------------
+# --- the registry ---------------------------------------------------------------------------
 
-def fks_of(catalog: Catalog, ref: TableRef) -> list[ForeignKey]:
-    return [fk for fk in catalog.foreign_keys + catalog.external_foreign_keys if fk.child == ref]
+@dataclass(frozen=True)
+class Check:
+    name: str
+    severity: str  # how a failure counts
+    blocking: bool  # runs inside the load, before COMMIT; a failure rolls the refresh back
+    description: str
+    run: Callable[[CheckSubject], CheckOutcome]
+
+    @property
+    def phase(self) -> str:
+        return IN_LOAD if self.blocking else AFTER_COMMIT
+
+
+CHECKS: tuple[Check, ...] = (
+    Check("row_count", ERROR, True, "Target row count equals the source's at the copied snapshot.", row_count),
+    Check("no_orphans", ERROR, True,
+          "No target row lacks its FK parent (MATCH SIMPLE: rows with a NULL FK column are skipped).", no_orphans),
+    Check("rls", ERROR, False, "RLS flags and policies are equal on source and target; WARN where RLS is off on both.", rls),
+    Check("unique_indexes", ERROR, False,
+          "The target has every unique index and constraint of the source, by definition.", unique_indexes),
+    Check("indexes", WARN, False, "The target has every other index of the source (HNSW and GIN included).", indexes),
+    Check("content", ERROR, False, "A key-ordered hash of the target equals the source's at the snapshot.", content),
+    Check("sequences", ERROR, False, "Every serial/identity sequence on the target is past its column's max.", sequences),
+)
+CHECK_BY_NAME = {c.name: c for c in CHECKS}
+
+
+def checks_in(phase: str) -> tuple[Check, ...]:
+    return tuple(c for c in CHECKS if c.phase == phase)
+
+
+def run_checks(checks: Iterable[Check], subject: CheckSubject) -> list[CheckOutcome]:
+    return [check.run(subject) for check in checks]
+
+
+def snapshot_subject(conn: psycopg.Connection, copy: TableCopy) -> CheckSubject:
+    basis = {"basis": SNAPSHOT_BASIS, "snapshot_id": copy.snapshot_id}
+    return CheckSubject(conn, copy.source, copy.target, copy.source_catalog, SnapshotFacts(copy), basis)
 
 
 class Verifier:
-    """Collects outcomes; its `gate` is what the copy engine calls inside the load transaction."""
+    """Collects outcomes; its `gate` is what the load calls inside its transaction."""
 
-    def __init__(self, wanted: Iterable[str] | None = None):
-        self.wanted = set(wanted) if wanted is not None else {c.name for c in CHECKS}
+    def __init__(self) -> None:
         self.outcomes: list[CheckOutcome] = []
 
-    def gate(self, dst: psycopg.Connection, table: Table, rows_at_snapshot: int, snapshot_id: str, catalog: Catalog) -> None:
-        found = []
-        basis = {"basis": "snapshot", "snapshot_id": snapshot_id}
-        if ROW_COUNT in self.wanted:
-            found.append(row_count(dst, table, rows_at_snapshot, basis))
-        if NO_ORPHANS in self.wanted:
-            found.append(no_orphans(dst, table, fks_of(catalog, table.ref)))
+    def gate(self, dst: psycopg.Connection, copy: TableCopy) -> None:
+        found = run_checks(checks_in(IN_LOAD), snapshot_subject(dst, copy))
         self.outcomes += found
         failed = [o for o in found if o.fails_run]
         if failed:
@@ -227,30 +297,18 @@ class Verifier:
                 "; ".join(o.summary for o in failed) + "; the refresh was rolled back, staging is unchanged"
             )
 
-    def after_commit(self, target: Endpoint, report: RefreshReport) -> list[CheckOutcome]:
+    def after_commit(self, target: Endpoint, copies: Iterable[TableCopy]) -> list[CheckOutcome]:
         """The non-blocking checks of every refreshed table, against the committed target."""
-        basis = {"basis": "snapshot", "snapshot_id": report.snapshot_id}
         found: list[CheckOutcome] = []
         conn = target.connect(read_only=True)
         try:
-            for ref, stats in report.tables.items():
-                source_table = report.source_catalog.table(ref)
-                target_table = report.target_catalog.table(ref)
-                found += catalog_checks(self.wanted, source_table, target_table)
-                if CONTENT in self.wanted:
-                    found.append(content(conn, source_table, stats.digest, stats.format, basis))
-                if SEQUENCES in self.wanted:
-                    found.append(sequences(conn, target_table))
+            for copy in copies:
+                found += run_checks(checks_in(AFTER_COMMIT), snapshot_subject(conn, copy))
                 conn.rollback()
         finally:
             conn.close()
         self.outcomes += found
         return found
-
-
-def catalog_checks(wanted: set[str], source_table: Table, target_table: Table) -> list[CheckOutcome]:
-    pure = {RLS: rls, UNIQUE_INDEXES: unique_indexes, INDEXES: indexes}
-    return [fn(source_table, target_table) for name, fn in pure.items() if name in wanted]
 
 
 def validate_live(
@@ -260,7 +318,7 @@ def validate_live(
     table_filter: TableFilter | None = None,
 ) -> list[CheckOutcome]:
     """Run checks without copying: the current target against the current source."""
-    basis = {"basis": "live: current target against current source, no refresh in this run"}
+    basis = {"basis": LIVE_BASIS}
     src = source.connect(read_only=True)
     dst = target.connect(read_only=True)
     found: list[CheckOutcome] = []
@@ -268,26 +326,16 @@ def validate_live(
         src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one view of the source for all tables
         source_catalog = read_catalog(src, table_filter)
         target_catalog = read_catalog(dst, TableFilter(source_catalog.schemas))
-        same_major = source_catalog.same_major(target_catalog)
-        for ref, wanted_iter in wanted_by_table.items():
-            wanted = set(wanted_iter)
-            source_table = source_catalog.table(ref)
+        facts = LiveFacts(src, source_catalog.same_major(target_catalog))
+        for ref, names in wanted_by_table.items():
+            wanted = [c for c in CHECKS if c.name in set(names)]
             target_table = target_catalog.by_ref.get(ref)
             if target_table is None:
-                found += [outcome(w, ref, False, f"{ref} is missing on the target", **basis) for w in sorted(wanted)]
+                found += [CheckOutcome(c.name, ref, False, f"{ref} is missing on the target", basis, c.severity)
+                          for c in wanted]
                 continue
-            if ROW_COUNT in wanted:
-                expected = src.execute(COUNT_ROWS.format(table=ref.ident())).fetchone()[0]
-                found.append(row_count(dst, target_table, expected, basis))
-            if NO_ORPHANS in wanted:
-                found.append(no_orphans(dst, target_table, fks_of(source_catalog, ref)))
-            found += catalog_checks(wanted, source_table, target_table)
-            if CONTENT in wanted:
-                fmt = copy_format(source_table, same_major)
-                expected_digest = read_digest(src, source_table, fmt)[0]
-                found.append(content(dst, source_table, expected_digest, fmt, basis))
-            if SEQUENCES in wanted:
-                found.append(sequences(dst, target_table))
+            subject = CheckSubject(dst, source_catalog.table(ref), target_table, source_catalog, facts, basis)
+            found += run_checks(wanted, subject)
     finally:
         src.close()
         dst.close()

@@ -6,41 +6,27 @@ Exit codes: 0 ok, 1 a refresh or a blocking check failed, 2 bad input or an unsa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import IO, Any, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, Sequence
 
-from .catalog import Catalog, TableFilter, TableRef, read_catalog, resolve_tables
-from .copy import Endpoint
-from .errors import RefreshError
+from .catalog import Catalog, TableRef, read_catalog, resolve_tables
+from .checks import CHECK_BY_NAME, CheckOutcome
+from .copy import CopyStats
+from .endpoint import Endpoint
+from .errors import EXIT_OK, RefreshError, SelectionError
 from .graph import Plan, make_plan
-from .settings import SOURCE_DSN_VAR, TARGET_DSN_VAR, default_dagster_home, load_env_file, state_path
+from .settings import DAGSTER_HOME_VAR, Settings, load_env_file
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-# Raised inside a Dagster run, these still mean "bad input": the run touched nothing.
-BAD_INPUT_ERRORS = {"ConfigError", "UnsafeTargetError", "SchemaDriftError", "SelectionError", "ConcurrentRefreshError"}
+if TYPE_CHECKING:  # runs imports Dagster, which only the commands that run jobs load
+    from .runs import HistoryEntry, JobOutcome, Runner
 
 
 def display_name(ref: TableRef) -> str:
-    return ref.name if ref.schema == "public" else str(ref)
-
-
-@dataclass(frozen=True)
-class TableResult:
-    name: str
-    rows: int
-    bytes: int
-    seconds: float
-    format: str
-
-    @property
-    def mb_per_s(self) -> float:
-        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+    return ".".join(ref.short_parts)
 
 
 class Printer:
@@ -67,10 +53,9 @@ class Printer:
                 arrow = f" -> {', '.join(map(display_name, parents))}" if parents else ""
                 self.line(f"  {display_name(ref)}{arrow}")
         self.line()
-        if plan.cycles:
-            for cycle in plan.cycles:
-                self.line(f"Cycle (loads as one unit): {' <-> '.join(map(display_name, cycle))}")
-        else:
+        for cycle in plan.cycles:
+            self.line(f"Cycle (loads as one unit): {' <-> '.join(map(display_name, cycle))}")
+        if not plan.cycles:
             self.line("Cycles: none")
         self_refs = sorted({fk.child for fk in plan.catalog.foreign_keys if fk.self_reference})
         if self_refs:
@@ -85,56 +70,62 @@ class Printer:
             f"{len(plan.batches)} levels"
         )
 
-    def table_done(self, result: TableResult) -> None:
+    def table_done(self, ref: TableRef, stats: CopyStats) -> None:
         self.line(
-            f"  {result.name:<44} {result.rows:>10,} rows {result.bytes / 1e6:>9.2f} MB "
-            f"{result.seconds:>7.3f} s {result.mb_per_s:>8.1f} MB/s  {result.format}"
+            f"  {display_name(ref):<44} {stats.rows:>10,} rows {stats.bytes / 1e6:>9.2f} MB "
+            f"{stats.seconds:>7.3f} s {stats.mb_per_s:>8.1f} MB/s  {stats.format}"
         )
 
-    def checks(self, rows: Sequence[CheckRow]) -> None:
-        if not rows:
+    def refresh_summary(self, run: JobOutcome) -> None:
+        rows = sum(s.rows for s in run.tables.values())
+        size = sum(s.bytes for s in run.tables.values())
+        self.line(
+            f"Refreshed {len(run.tables)} tables: {rows:,} rows, {size / 1e6:.1f} MB in {run.seconds:.1f} s "
+            f"(Dagster run {run.run_id})"
+        )
+
+    def checks(self, outcomes: Sequence[CheckOutcome]) -> None:
+        if not outcomes:
             return
-        names = list(dict.fromkeys(r.check for r in rows))
-        by_table: dict[str, dict[str, CheckRow]] = {}
-        for r in rows:
-            by_table.setdefault(r.table, {})[r.check] = r
+        names = list(dict.fromkeys(o.check for o in outcomes))
+        by_table: dict[str, dict[str, CheckOutcome]] = {}
+        for o in outcomes:
+            by_table.setdefault(display_name(o.table), {})[o.check] = o
         width = max(len(t) for t in by_table) + 2
         self.line()
         self.line("table".ljust(width) + "".join(n.ljust(len(n) + 2) for n in names))
         for table, checks in by_table.items():
-            cells = [self._mark(checks.get(n)).ljust(len(n) + 2) for n in names]
-            self.line(table.ljust(width) + "".join(cells))
-        problems = [r for r in rows if not r.passed]
+            self.line(table.ljust(width) + "".join(mark(checks.get(n)).ljust(len(n) + 2) for n in names))
+        problems = [o for o in outcomes if not o.passed]
         if problems:
             self.line()
-        for r in problems:
-            self.line(f"{'FAIL' if r.severity == 'ERROR' else 'WARN'} {r.check}: {r.summary}")
-        failed = sum(1 for r in problems if r.severity == "ERROR")
-        warned = len(problems) - failed
-        self.line(f"\n{len(rows) - len(problems)} passed, {failed} failed, {warned} warned")
+        for o in problems:
+            self.line(f"{'FAIL' if o.fails_run else 'WARN'} {o.check}: {o.summary}")
+        failed = sum(1 for o in problems if o.fails_run)
+        self.line(f"\n{len(outcomes) - len(problems)} passed, {failed} failed, {len(problems) - failed} warned")
 
-    @staticmethod
-    def _mark(row: CheckRow | None) -> str:
-        if row is None:
-            return "-"
-        if row.passed:
-            return "ok"
-        return "FAIL" if row.severity == "ERROR" else "warn"
-
-    def history(self, entries: Sequence[Mapping[str, Any]]) -> None:
+    def history(self, entries: Sequence[HistoryEntry]) -> None:
         if not entries:
             self.line("No check evaluations recorded yet; run `muva-refresh refresh` or `validate`.")
         for e in entries:
-            verdict = e["status"] if e["passed"] is None else ("passed" if e["passed"] else f"failed ({e['severity']})")
-            self.line(f"{e['time']}  run {e['run_id'][:8]}  {e['table']:<40} {e['check']:<15} {verdict:<16} {e['summary']}")
+            o = e.outcome
+            verdict = e.status if o is None else ("passed" if o.passed else f"failed ({o.severity})")
+            summary = o.summary if o else ""
+            self.line(f"{e.time.isoformat(timespec='seconds')}  run {e.run_id[:8]}  {str(e.table):<40} "
+                      f"{e.check:<15} {verdict:<16} {summary}")
 
-    def refresh_summary(self, results: Sequence[TableResult], seconds: float, run_id: str) -> None:
-        rows = sum(r.rows for r in results)
-        size = sum(r.bytes for r in results)
-        self.line(
-            f"Refreshed {len(results)} tables: {rows:,} rows, {size / 1e6:.1f} MB in {seconds:.1f} s "
-            f"(Dagster run {run_id})"
-        )
+
+def mark(outcome: CheckOutcome | None) -> str:
+    if outcome is None:
+        return "-"
+    if outcome.passed:
+        return "ok"
+    return "FAIL" if outcome.fails_run else "warn"
+
+
+def outcome_json(outcome: CheckOutcome, asset: str) -> dict[str, Any]:
+    return {"asset": asset, "check": outcome.check, "passed": outcome.passed,
+            "severity": outcome.severity, "metadata": dict(outcome.metadata)}
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
@@ -149,34 +140,42 @@ def plan_json(plan: Plan) -> dict[str, Any]:
     }
 
 
+def history_json(entry: HistoryEntry) -> dict[str, Any]:
+    o = entry.outcome
+    return {
+        "time": entry.time.isoformat(timespec="seconds"), "run_id": entry.run_id, "table": str(entry.table),
+        "check": entry.check, "status": entry.status,
+        "passed": o.passed if o else None, "severity": o.severity if o else None,
+        "summary": o.summary if o else "", "metadata": dict(o.metadata) if o else {},
+    }
+
+
 # --- commands -------------------------------------------------------------------------------
 
-def source_endpoint() -> Endpoint:
-    return Endpoint("source", os.environ.get(SOURCE_DSN_VAR, ""))
-
-
-def read_source_catalog() -> Catalog:
-    conn = source_endpoint().connect(read_only=True)
+def read_source_catalog(settings: Settings) -> Catalog:
+    conn = Endpoint("source", settings.source_dsn).connect(read_only=True)
     try:
-        return read_catalog(conn, TableFilter.from_env())
+        return read_catalog(conn, settings.table_filter)
     finally:
         conn.close()
 
 
-def cmd_introspect(args: argparse.Namespace, out: Printer) -> int:
-    catalog = read_source_catalog()
-    path = state_path()
-    catalog.save(path)
+def saved_catalog(settings: Settings) -> Catalog:
+    return Catalog.load(settings.state_path, settings.table_filter)
+
+
+def cmd_introspect(args: argparse.Namespace, settings: Settings, out: Printer) -> int:
+    catalog = read_source_catalog(settings)
+    catalog.save(settings.state_path)
     out.line(
-        f"Saved the catalog of {source_endpoint()}: {len(catalog.tables)} tables, "
-        f"{len(catalog.foreign_keys)} foreign keys, fingerprint {catalog.fingerprint()}, to {path}"
+        f"Saved the catalog of {Endpoint('source', settings.source_dsn)}: {len(catalog.tables)} tables, "
+        f"{len(catalog.foreign_keys)} foreign keys, fingerprint {catalog.fingerprint()}, to {settings.state_path}"
     )
     return EXIT_OK
 
 
-def cmd_plan(args: argparse.Namespace, out: Printer) -> int:
-    catalog = Catalog.load(state_path()) if args.from_state else read_source_catalog()
-    plan = make_plan(catalog)
+def cmd_plan(args: argparse.Namespace, settings: Settings, out: Printer) -> int:
+    plan = make_plan(saved_catalog(settings) if args.from_state else read_source_catalog(settings))
     if args.json:
         out.json(plan_json(plan))
     else:
@@ -184,207 +183,88 @@ def cmd_plan(args: argparse.Namespace, out: Printer) -> int:
     return EXIT_OK
 
 
-def cmd_demo(args: argparse.Namespace, out: Printer) -> int:
+def cmd_demo(args: argparse.Namespace, settings: Settings, out: Printer) -> int:
     from . import demo  # the engine never imports the demo; only the CLI does
 
     if args.action == "down":
-        stopped = demo.down()
+        stopped = demo.down(settings.demo_dir)
         out.line("Stopped the demo PostgreSQL." if stopped else "The demo PostgreSQL was not running.")
         return EXIT_OK
     if args.scale < 1:
         raise RefreshError(f"--scale must be 1 or more, got {args.scale}")
     started = time.perf_counter()
-    info = demo.up(scale=args.scale)
-    load_env_file()
-    os.environ[SOURCE_DSN_VAR], os.environ[TARGET_DSN_VAR] = info.source_dsn, info.target_dsn
+    info = demo.up(scale=args.scale, data_dir=settings.demo_dir, env_file=settings.env_file)
     out.line(f"Demo PostgreSQL 18 is up in {info.data_dir} ({time.perf_counter() - started:.1f} s).")
     out.line(f"  source (production): {Endpoint('source', info.source_dsn)}")
     out.line(f"  target (staging):    {Endpoint('target', info.target_dsn)}")
-    out.line("  DSNs written to .env as MUVA_SOURCE_DSN and MUVA_TARGET_DSN.")
-    return cmd_introspect(args, out)
+    out.line(f"  DSNs written to {settings.env_file} as MUVA_SOURCE_DSN and MUVA_TARGET_DSN.")
+    return cmd_introspect(args, dataclasses.replace(settings, source_dsn=info.source_dsn, target_dsn=info.target_dsn), out)
 
 
-@dataclass(frozen=True)
-class CheckRow:
-    """One check evaluation, as the CLI prints it and as `--json` emits it."""
+def runner_for(settings: Settings) -> Runner:
+    from .runs import Runner  # Dagster loads only for the commands that run jobs
 
-    asset: str
-    table: str
-    check: str
-    passed: bool
-    severity: str
-    summary: str
-    metadata: dict[str, Any]
-
-    def as_json(self) -> dict[str, Any]:
-        return {"asset": self.asset, "check": self.check, "passed": self.passed,
-                "severity": self.severity, "metadata": self.metadata}
+    return Runner(saved_catalog(settings))
 
 
-def plain_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Dagster metadata values as JSON-ready Python values; tables become lists of rows."""
-    plain = {}
-    for key, value in metadata.items():
-        records = getattr(value, "records", None)
-        plain[key] = [r.data for r in records] if records is not None else getattr(value, "value", value)
-    return plain
+def selection(runner: Runner, names: Sequence[str] | None) -> tuple[TableRef, ...] | None:
+    return resolve_tables(runner.catalog, names) if names else None
 
 
-def check_row(evaluation: Any, table_of: Mapping[Any, TableRef]) -> CheckRow:
-    return CheckRow(
-        asset=evaluation.asset_key.to_user_string(),
-        table=display_name(table_of[evaluation.asset_key]),
-        check=evaluation.check_name,
-        passed=evaluation.passed,
-        severity=evaluation.severity.value,
-        summary=evaluation.description or "",
-        metadata=plain_metadata(evaluation.metadata),
-    )
-
-
-@dataclass
-class JobRun:
-    result: Any
-    seconds: float
-    table_of: Mapping[Any, TableRef]
-
-    @property
-    def checks(self) -> list[CheckRow]:
-        return [check_row(e, self.table_of) for e in self.result.get_asset_check_evaluations()]
-
-    @property
-    def tables(self) -> list[TableResult]:
-        found = []
-        for event in self.result.get_asset_materialization_events():
-            mat = event.step_materialization_data.materialization
-            meta = mat.metadata
-            found.append(TableResult(display_name(self.table_of[mat.asset_key]), meta["rows"].value,
-                                     meta["bytes"].value, meta["seconds"].value, meta["copy_format"].value))
-        return found
-
-
-def run_job(job_name: str, select: Sequence[str] | None, run_config: Mapping[str, Any]) -> JobRun:
-    """Execute a job in-process on the DAGSTER_HOME instance, so the UI shows the run."""
-    import dagster as dg
-
-    from .assets import TableTranslator, keys_by_table
-    from .definitions import VALIDATE_JOB, build_definitions
-
-    catalog = Catalog.load(state_path())
-    selected = resolve_tables(catalog, select) if select else None
-    key_of = keys_by_table(catalog, TableTranslator())
-    keys = [key_of[r] for r in selected] if selected else None
-    if job_name != VALIDATE_JOB:
-        make_plan(catalog, selected)  # refuse a bad selection before Dagster starts
-    defs = build_definitions(catalog, validate_only=keys if job_name == VALIDATE_JOB else None)
-    started = time.perf_counter()
-    with dg.DagsterInstance.get() as instance:
-        result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance,
-            asset_selection=keys if job_name != VALIDATE_JOB else None,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **run_config},
-            raise_on_error=False,
-        )
-    return JobRun(result, time.perf_counter() - started, {k: r for r, k in key_of.items()})
-
-
-def job_exit(run: JobRun, out: Printer) -> int:
-    if not run.result.success:
-        cls_name, message = run_failure(run.result)
-        out.error(message)
-        return EXIT_BAD_INPUT if cls_name in BAD_INPUT_ERRORS else EXIT_FAILED
-    return EXIT_FAILED if any(not c.passed and c.severity == "ERROR" for c in run.checks) else EXIT_OK
-
-
-def cmd_refresh(args: argparse.Namespace, out: Printer) -> int:
-    from .definitions import REFRESH_JOB
-
-    run = run_job(REFRESH_JOB, args.select, {"ops": {"refresh_tables": {"config": {"workers": args.workers}}}})
+def cmd_refresh(args: argparse.Namespace, settings: Settings, out: Printer) -> int:
+    runner = runner_for(settings)
+    run = runner.refresh(selection(runner, args.select), args.workers)
     if args.json:
         out.json({
-            "tables": [{"name": r.name, "rows": r.rows, "bytes": r.bytes, "seconds": r.seconds} for r in run.tables],
-            "checks": [c.as_json() for c in run.checks],
+            "tables": [{"name": display_name(ref), "rows": s.rows, "bytes": s.bytes, "seconds": s.seconds}
+                       for ref, s in run.tables.items()],
+            "checks": [outcome_json(c, run.asset_name(c.table)) for c in run.checks],
             "seconds": round(run.seconds, 3),
-            "run_id": run.result.run_id,
-            "success": run.result.success,
+            "run_id": run.run_id,
+            "success": run.success,
         })
     else:
-        for table in run.tables:
-            out.table_done(table)
-        if run.result.success:
-            out.refresh_summary(run.tables, run.seconds, run.result.run_id)
+        for ref, stats in run.tables.items():
+            out.table_done(ref, stats)
+        if run.success:
+            out.refresh_summary(run)
         out.checks(run.checks)
-    return job_exit(run, out)
+    return finish(run, out)
 
 
-def cmd_validate(args: argparse.Namespace, out: Printer) -> int:
-    from .definitions import VALIDATE_JOB
-
-    run = run_job(VALIDATE_JOB, args.select, {})
+def cmd_validate(args: argparse.Namespace, settings: Settings, out: Printer) -> int:
+    runner = runner_for(settings)
+    run = runner.validate(selection(runner, args.select))
     if args.json:
-        out.json([c.as_json() for c in run.checks])
+        out.json([outcome_json(c, run.asset_name(c.table)) for c in run.checks])
     else:
         out.checks(run.checks)
-    return job_exit(run, out)
+    return finish(run, out)
 
 
-def cmd_history(args: argparse.Namespace, out: Printer) -> int:
-    import dagster as dg
+def finish(run: JobOutcome, out: Printer) -> int:
+    if run.failure is not None:
+        out.error(run.failure.message)
+    return run.exit_code
 
-    from .assets import TableTranslator, keys_by_table
-    from .checks import CHECK_BY_NAME
 
-    catalog = Catalog.load(state_path())
-    refs = resolve_tables(catalog, [args.table]) if args.table else catalog.refs
-    if args.check and args.check not in CHECK_BY_NAME:
-        raise RefreshError(f"unknown check {args.check!r}; the checks are {', '.join(CHECK_BY_NAME)}")
-    names = [args.check] if args.check else list(CHECK_BY_NAME)
-    key_of = keys_by_table(catalog, TableTranslator())
-    entries = []
-    with dg.DagsterInstance.get() as instance:
-        for ref in refs:
-            for name in names:
-                check_key = dg.AssetCheckKey(key_of[ref], name)
-                for record in instance.event_log_storage.get_asset_check_execution_history(check_key, limit=args.limit):
-                    entries.append(history_entry(record, ref))
-    entries.sort(key=lambda e: e["time"])
+def cmd_history(args: argparse.Namespace, settings: Settings, out: Printer) -> int:
+    if args.check and args.check not in list(CHECK_BY_NAME):
+        raise SelectionError(f"unknown check {args.check!r}; the checks are {', '.join(list(CHECK_BY_NAME))}")
+    runner = runner_for(settings)
+    refs = resolve_tables(runner.catalog, [args.table]) if args.table else runner.catalog.refs
+    entries = runner.history(refs, [args.check] if args.check else list(CHECK_BY_NAME), args.limit)
     if args.json:
-        out.json(entries)
+        out.json([history_json(e) for e in entries])
     else:
         out.history(entries)
     return EXIT_OK
 
 
-def history_entry(record: Any, ref: TableRef) -> dict[str, Any]:
-    evaluation = None
-    if record.event is not None and record.event.dagster_event is not None:
-        data = record.event.dagster_event.event_specific_data
-        evaluation = data if hasattr(data, "passed") else None
-    return {
-        "time": datetime.fromtimestamp(record.create_timestamp, timezone.utc).isoformat(timespec="seconds"),
-        "run_id": record.run_id,
-        "table": str(ref),
-        "check": record.key.name,
-        "status": record.status.value,
-        "passed": evaluation.passed if evaluation else None,
-        "severity": evaluation.severity.value if evaluation else None,
-        "summary": (evaluation.description or "") if evaluation else "",
-        "metadata": plain_metadata(evaluation.metadata) if evaluation else {},
-    }
-
-
-def run_failure(result: Any) -> tuple[str, str]:
-    """The innermost error of the first failed step: the project's own error, not Dagster's wrapper."""
-    for event in result.all_events:
-        if event.is_step_failure:
-            error = event.step_failure_data.error
-            while error.cause is not None:
-                error = error.cause
-            return error.cls_name or "", error.message.strip()
-    return "", "the Dagster run failed; see its logs in the UI"
-
-
 # --- argument parsing -----------------------------------------------------------------------
+
+Command = Callable[[argparse.Namespace, Settings, Printer], int]
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="muva-refresh", description=__doc__.splitlines()[0])
@@ -423,9 +303,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def ensure_dagster_home() -> Path:
+def ensure_dagster_home(settings: Settings) -> None:
     """DAGSTER_HOME, defaulting to the one `make ui` uses; a missing dagster.yaml means SQLite storage."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(default_dagster_home())))
+    os.environ.setdefault(DAGSTER_HOME_VAR, str(settings.dagster_home))
+    home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
@@ -434,19 +315,19 @@ def ensure_dagster_home() -> Path:
             "# One refresh at a time: the table assets share one pool, limited to one run.\n"
             "concurrency:\n  pools:\n    default_limit: 1\n    granularity: run\n"
         )
-    return home
 
 
 def main(argv: Sequence[str] | None = None, out: Printer | None = None) -> int:
     out = out or Printer()
     args = parser().parse_args(argv)
     load_env_file()
-    ensure_dagster_home()
+    settings = Settings.load()
+    ensure_dagster_home(settings)
     try:
-        return args.run(args, out)
+        return args.run(args, settings, out)
     except RefreshError as exc:
         out.error(str(exc))
-        return EXIT_BAD_INPUT
+        return exc.exit_code
 
 
 if __name__ == "__main__":

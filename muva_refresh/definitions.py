@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import dagster as dg
 
 from .assets import TableTranslator, build_table_assets
 from .catalog import Catalog
 from .resources import default_resources
 from .sensors import build_deploy_sensor
-from .settings import state_path
+from .settings import DEFAULT_MARKER_SQL, Settings
 
 REFRESH_JOB = "refresh_staging"
 VALIDATE_JOB = "validate_staging"
@@ -19,10 +17,9 @@ VALIDATE_JOB = "validate_staging"
 def build_definitions(
     catalog: Catalog,
     translator: TableTranslator | None = None,
-    validate_only: Sequence[dg.AssetKey] | None = None,
+    deploy_marker_sql: str = DEFAULT_MARKER_SQL,
 ) -> dg.Definitions:
-    """`validate_only` narrows the validate job to those assets' checks (the CLI's --select)."""
-    table_assets = build_table_assets(catalog, translator)
+    table_assets = build_table_assets(catalog, translator or TableTranslator())
     refresh_staging = dg.define_asset_job(
         REFRESH_JOB,
         selection=dg.AssetSelection.assets(table_assets),
@@ -30,14 +27,13 @@ def build_definitions(
     )
     validate_staging = dg.define_asset_job(
         VALIDATE_JOB,
-        selection=dg.AssetSelection.checks_for_assets(*validate_only) if validate_only
-        else dg.AssetSelection.all_asset_checks(),
+        selection=dg.AssetSelection.all_asset_checks(),
         description="Run every check against the current staging and production, copying nothing.",
     )
     return dg.Definitions(
         assets=[table_assets],
         jobs=[refresh_staging, validate_staging],
-        sensors=[build_deploy_sensor(catalog)],
+        sensors=[build_deploy_sensor(catalog, REFRESH_JOB, deploy_marker_sql)],
         resources=default_resources(),
         # One step per run already; in-process spares the ~2 s process start-up per step.
         executor=dg.in_process_executor,
@@ -47,4 +43,6 @@ def build_definitions(
 @dg.definitions
 def defs() -> dg.Definitions:
     """Loaded lazily by Dagster, so importing this module never reads the state file."""
-    return build_definitions(Catalog.load(state_path()))
+    settings = Settings.load()
+    catalog = Catalog.load(settings.state_path, settings.table_filter)
+    return build_definitions(catalog, deploy_marker_sql=settings.deploy_marker_sql)

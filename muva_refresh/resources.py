@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from .copy import Endpoint
+from .endpoint import Endpoint
 from .settings import SOURCE_DSN_VAR, TARGET_DSN_VAR
 
 

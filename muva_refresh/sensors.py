@@ -2,21 +2,18 @@
 
 
 # No `from __future__ import annotations`: Dagster reads the sensor function's annotations.
-import os
-
 import dagster as dg
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from .catalog import Catalog, TableFilter, catalog_drift, read_catalog
-from .copy import Endpoint, describe
+from .catalog import Catalog, catalog_drift, read_catalog
+from .endpoint import describe
 from .errors import RefreshError
+from .guards import listed
 from .resources import PostgresDatabase
+from .settings import DEFAULT_MARKER_SQL, MARKER_SQL_VAR
 
 SENSOR_NAME = "prod_deploy_sensor"
-MARKER_SQL_VAR = "MUVA_DEPLOY_MARKER_SQL"
-DEFAULT_MARKER_SQL = "SELECT max(version)::text FROM supabase_migrations.schema_migrations"
 DEPLOY_TAG = "muva_refresh/deploy"
 # The UI's "Materialize all" runs under Dagster's implicit asset job, not under the refresh job.
 IMPLICIT_ASSET_JOB = "__ASSET_JOB"
@@ -30,7 +27,6 @@ ACTIVE_STATUSES = [
 # A tick gets about 60 s from the daemon; fail fast with a reason instead of timing out.
 CONNECT_TIMEOUT_S = 10
 STATEMENT_TIMEOUT = sql.SQL("SET statement_timeout = '20s'")  # the session: marker and catalog
-MAX_LISTED_CHANGES = 20
 
 DESCRIPTION = " ".join([
     "Requests one `{job}` run per production deploy.",
@@ -44,20 +40,6 @@ DESCRIPTION = " ".join([
     "run `muva-refresh introspect`, reload the code location, and the next tick refreshes the deploy.",
     "Off by default: every refresh empties the staging tables first.",
 ])
-
-
-def marker_query() -> str:
-    return os.environ.get(MARKER_SQL_VAR, "").strip() or DEFAULT_MARKER_SQL
-
-
-def _with_connect_timeout(endpoint: Endpoint) -> Endpoint:
-    """The same endpoint, bounded in how long an unreachable server can hold the tick."""
-    try:
-        if not endpoint.dsn or "connect_timeout" in conninfo_to_dict(endpoint.dsn):
-            return endpoint
-        return Endpoint(endpoint.role, make_conninfo(endpoint.dsn, connect_timeout=CONNECT_TIMEOUT_S))
-    except psycopg.Error:
-        return endpoint  # unparsable: let connect() report it, scrubbed
 
 
 def read_marker(conn: psycopg.Connection, query: str) -> str | None:
@@ -78,28 +60,21 @@ def active_refresh(instance: dg.DagsterInstance, job_name: str) -> dg.DagsterRun
 
 
 def drift_message(changes: list[str], marker: str) -> str:
-    listed = changes[:MAX_LISTED_CHANGES]
-    if len(changes) > len(listed):
-        listed.append(f"... and {len(changes) - len(listed)} more")
     return (
-        f"production's schema differs from the saved catalog state: {'; '.join(listed)}. "
+        f"production's schema differs from the saved catalog state: {'; '.join(listed(changes))}. "
         f"Deploy {marker} was not refreshed. Run `muva-refresh introspect`, then reload "
         f"the code location (\"Reload\" in the UI, or restart dagster dev); the next tick refreshes "
         f"this deploy."
     )
 
 
-def build_deploy_sensor(catalog: Catalog, job_name: str | None = None) -> dg.SensorDefinition:
-    """A sensor that requests one refresh of staging per production deploy.
+def build_deploy_sensor(catalog: Catalog, job_name: str, query: str = DEFAULT_MARKER_SQL) -> dg.SensorDefinition:
+    """A sensor that requests one `job_name` run per production deploy, read with `query`.
 
-    `catalog` is the saved state the definitions were built from; `job_name` defaults to the
-    refresh job (definitions.REFRESH_JOB). On schema drift the sensor only reports: it does not
-    refresh the state file itself, since that changes the asset graph and needs a code reload.
+    `catalog` is the saved state the definitions were built from. On schema drift the sensor
+    only reports: it does not refresh the state file itself, since that changes the asset graph
+    and needs a code reload.
     """
-    if job_name is None:
-        from .definitions import REFRESH_JOB  # here, not at the top: definitions imports this module
-
-        job_name = REFRESH_JOB
 
     @dg.sensor(
         job_name=job_name,
@@ -114,9 +89,8 @@ def build_deploy_sensor(catalog: Catalog, job_name: str | None = None) -> dg.Sen
     ) -> dg.SensorResult | dg.SkipReason:
         # Every failure becomes a SkipReason: a raising sensor only fills the tick log with errors.
         endpoint = source.endpoint()
-        query = marker_query()
         try:
-            conn = _with_connect_timeout(endpoint).connect(read_only=True)
+            conn = endpoint.with_connect_timeout(CONNECT_TIMEOUT_S).connect(read_only=True)
         except (RefreshError, psycopg.Error) as exc:
             return dg.SkipReason(f"cannot read the deploy marker: {describe(exc, endpoint)}")
         try:
@@ -150,7 +124,7 @@ def build_deploy_sensor(catalog: Catalog, job_name: str | None = None) -> dg.Sen
                 )
 
             try:
-                live = read_catalog(conn, TableFilter.from_env())
+                live = read_catalog(conn, catalog.table_filter)
             except psycopg.Error as exc:
                 return dg.SkipReason(f"cannot read the source catalog: {describe(exc, endpoint)}")
             changes = catalog_drift(catalog, live)

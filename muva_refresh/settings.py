@@ -1,43 +1,123 @@
-"""Where configuration comes from: environment variables, the repo's `.env`, the state file."""
+"""Where configuration comes from: the environment and the working directory's `.env`.
+
+The only module that reads either. Relative paths are taken from the working directory (or
+from an explicit setting), never from where the package is installed.
+"""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-ENV_FILE = REPO_ROOT / ".env"
+from .catalog import DEFAULT_SCHEMAS, TableFilter
+
 SOURCE_DSN_VAR = "MUVA_SOURCE_DSN"
 TARGET_DSN_VAR = "MUVA_TARGET_DSN"
+DSN_VARS = {"source": SOURCE_DSN_VAR, "target": TARGET_DSN_VAR}
+SCHEMAS_VAR, INCLUDE_VAR, EXCLUDE_VAR = "MUVA_SCHEMAS", "MUVA_INCLUDE", "MUVA_EXCLUDE"
+STATE_PATH_VAR = "MUVA_STATE_PATH"
+DEMO_DIR_VAR = "MUVA_DEMO_DIR"
+DAGSTER_HOME_VAR = "DAGSTER_HOME"
+MARKER_SQL_VAR = "MUVA_DEPLOY_MARKER_SQL"
+DEFAULT_MARKER_SQL = "SELECT max(version)::text FROM supabase_migrations.schema_migrations"
+ENV_FILE = ".env"
+WORK_DIR = ".muva"  # state, Dagster home and demo data, under the working directory
 
 
-def state_path() -> Path:
-    """The saved source catalog the definitions are built from (like dbt's manifest)."""
-    return Path(os.environ.get("MUVA_STATE_PATH") or REPO_ROOT / ".muva" / "catalog.json")
+@dataclass(frozen=True)
+class Settings:
+    source_dsn: str = field(repr=False)
+    target_dsn: str = field(repr=False)
+    table_filter: TableFilter
+    state_path: Path  # the saved source catalog the definitions are built from (like dbt's manifest)
+    dagster_home: Path
+    demo_dir: Path  # the embedded demo server's data
+    env_file: Path
+    deploy_marker_sql: str
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        here = (cwd or Path.cwd()).resolve()
+
+        def path(var: str, default: str) -> Path:
+            return here / (env.get(var) or default)  # an absolute setting stays absolute
+
+        return cls(
+            source_dsn=env.get(SOURCE_DSN_VAR, ""),
+            target_dsn=env.get(TARGET_DSN_VAR, ""),
+            table_filter=TableFilter(
+                _csv(env.get(SCHEMAS_VAR, "")) or DEFAULT_SCHEMAS,
+                _csv(env.get(INCLUDE_VAR, "")),
+                _csv(env.get(EXCLUDE_VAR, "")),
+            ),
+            state_path=path(STATE_PATH_VAR, f"{WORK_DIR}/catalog.json"),
+            dagster_home=path(DAGSTER_HOME_VAR, f"{WORK_DIR}/dagster_home"),
+            demo_dir=path(DEMO_DIR_VAR, f"{WORK_DIR}/pgdata"),
+            env_file=here / ENV_FILE,
+            deploy_marker_sql=env.get(MARKER_SQL_VAR, "").strip() or DEFAULT_MARKER_SQL,
+        )
 
 
-def default_dagster_home() -> Path:
-    return REPO_ROOT / ".muva" / "dagster_home"
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+# --- the .env file: one parser for reading and rewriting ------------------------------------
+
+def parse_env_line(line: str) -> tuple[str, str] | None:
+    """`KEY=value`, `export KEY=value`, with the value optionally quoted; None for other lines."""
+    stripped = line.strip()
+    if not stripped or stripped.startswith("#") or "=" not in stripped:
+        return None
+    key, _, value = stripped.partition("=")
+    key = key.strip().removeprefix("export ").strip()
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == "'":
+        value = value[1:-1].replace("'\\''", "'")
+    elif len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    return key, value
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines; blank lines and # comments are skipped; values may be quoted."""
-    values: dict[str, str] = {}
     if not path.exists():
-        return values
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
+        return {}
+    return dict(kv for kv in map(parse_env_line, path.read_text().splitlines()) if kv)
 
 
-def load_env_file(path: Path = ENV_FILE) -> None:
-    """Fill in variables from `.env` that the environment does not already set, as Dagster does."""
-    for key, value in read_env_file(path).items():
+def load_env_file(path: Path | None = None) -> None:
+    """Fill in variables from `.env` (the working directory's by default) that the environment
+    does not already set, as Dagster does."""
+    for key, value in read_env_file(path or Path.cwd() / ENV_FILE).items():
         os.environ.setdefault(key, value)
+
+
+def write_env_file(path: Path, values: Mapping[str, str]) -> None:
+    """Set `KEY=value` lines in an env file, keeping every other line as it was."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    pending = dict(values)
+    updated: list[str] = []
+    for line in lines:
+        parsed = parse_env_line(line)
+        if parsed and parsed[0] in values:
+            if parsed[0] in pending:
+                updated.append(f"{parsed[0]}={pending.pop(parsed[0])}")
+            continue  # a repeated key would shadow the new value in some loaders
+        updated.append(line)
+    updated.extend(f"{key}={value}" for key, value in pending.items())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and rename, so a crash never leaves half a file.
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write("\n".join(updated) + "\n")
+        if path.exists():  # a new file keeps mkstemp's owner-only mode, fit for credentials
+            os.chmod(temporary, path.stat().st_mode & 0o7777)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -94,3 +94,25 @@ def pg15() -> Server:
     server = Server(SECOND_SERVER_DSN)
     yield server
     server.drop_created()
+
+
+@pytest.fixture(autouse=True)
+def clean_settings(monkeypatch):
+    """No test sees the developer's own configuration."""
+    for var in ("MUVA_SCHEMAS", "MUVA_INCLUDE", "MUVA_EXCLUDE", "MUVA_DEPLOY_MARKER_SQL", "MUVA_STATE_PATH"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def env(pg, tmp_path, monkeypatch):
+    """The twists schema as source and target, DSNs with a password, a saved state and a Dagster home."""
+    from .support import SECRET, cli
+
+    source = pg.database_from_sql("src", "twists.sql")
+    target = pg.database_from_sql("dst", "twists.sql")
+    monkeypatch.setenv("MUVA_SOURCE_DSN", psycopg.conninfo.make_conninfo(source, password=SECRET))
+    monkeypatch.setenv("MUVA_TARGET_DSN", psycopg.conninfo.make_conninfo(target, password=SECRET))
+    monkeypatch.setenv("MUVA_STATE_PATH", str(tmp_path / "state" / "catalog.json"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    assert cli("introspect").code == 0
+    return source, target

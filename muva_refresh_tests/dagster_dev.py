@@ -27,6 +27,7 @@ import requests
 import yaml
 
 from muva_refresh import demo
+from muva_refresh.settings import SOURCE_DSN_VAR, TARGET_DSN_VAR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The venv running the tests also holds dagster and muva-refresh.
@@ -164,8 +165,8 @@ def start_demo(root: Path) -> dict[str, str]:
         "MUVA_STATE_PATH": str(root / "catalog.json"),
         # dagster dev's own temp files (sockets, its workspace copy) then go with root: SIGKILL skips its cleanup.
         "TMPDIR": str(root / "tmp"),
-        demo.SOURCE_DSN_KEY: info.source_dsn,
-        demo.TARGET_DSN_KEY: info.target_dsn,
+        SOURCE_DSN_VAR: info.source_dsn,
+        TARGET_DSN_VAR: info.target_dsn,
     })
     # Set empty (the defaults), not unset: the CLI fills unset variables from the repo's .env.
     env.update({"MUVA_SCHEMAS": "", "MUVA_INCLUDE": "", "MUVA_EXCLUDE": ""})

@@ -5,7 +5,8 @@ import pytest
 
 from muva_refresh.catalog import TableRef
 from muva_refresh.checks import CHECKS, ERROR, WARN, Verifier, validate_live
-from muva_refresh.copy import Endpoint, refresh
+from muva_refresh.endpoint import Endpoint
+from muva_refresh.refresh import refresh
 from muva_refresh.errors import BlockingCheckError
 
 ALL_CHECKS = [c.name for c in CHECKS]
@@ -18,7 +19,7 @@ def refreshed(pg):
     target = Endpoint("target", pg.database_from_sql("dst", "twists.sql"))
     verifier = Verifier()
     report = refresh(source, target, gate=verifier.gate)
-    verifier.after_commit(target, report)
+    verifier.after_commit(target, report.copies())
     return source, target, verifier.outcomes
 
 

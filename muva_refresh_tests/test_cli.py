@@ -1,42 +1,10 @@
 """The command line, end to end through Dagster on a real instance and real databases."""
 
-import io
-import json
-
 import psycopg
-import pytest
 
-from muva_refresh.cli import Printer, main
+from muva_refresh.guards import REFRESH_LOCK_KEY
 
-SECRET = "pw-Never-Shown-42"  # trust auth ignores it, so it rides along in every DSN
-
-
-class Run:
-    def __init__(self, code: int, out: str, err: str):
-        self.code, self.out, self.err = code, out, err
-
-    @property
-    def json(self):
-        return json.loads(self.out)
-
-
-def cli(*argv: str) -> Run:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), Printer(out, err))
-    return Run(code, out.getvalue(), err.getvalue())
-
-
-@pytest.fixture
-def env(pg, tmp_path, monkeypatch):
-    source = pg.database_from_sql("src", "twists.sql")
-    target = pg.database_from_sql("dst", "twists.sql")
-    monkeypatch.setenv("MUVA_SOURCE_DSN", psycopg.conninfo.make_conninfo(source, password=SECRET))
-    monkeypatch.setenv("MUVA_TARGET_DSN", psycopg.conninfo.make_conninfo(target, password=SECRET))
-    monkeypatch.setenv("MUVA_STATE_PATH", str(tmp_path / "state" / "catalog.json"))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.delenv("MUVA_SCHEMAS", raising=False)
-    assert cli("introspect").code == 0
-    return source, target
+from .support import SECRET, cli
 
 
 def test_plan_prints_levels_cycles_and_totals(env):
@@ -119,3 +87,39 @@ def test_no_password_in_output_errors_or_the_dagster_event_log(env, tmp_path, mo
         assert SECRET not in run.out and SECRET not in run.err
     event_log = b"".join(p.read_bytes() for p in (tmp_path / "dagster_home").rglob("*") if p.is_file())
     assert SECRET.encode() not in event_log
+
+
+def test_a_failed_copy_exits_1_and_names_the_table(env):
+    _, target = env
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("ALTER TABLE customer ADD CONSTRAINT no_seven CHECK (name <> 'customer 7') NOT VALID")
+    run = cli("refresh")
+    assert run.code == 1
+    assert "copy failed at public.customer" in run.err and "rolled back" in run.err
+
+
+def test_a_failed_blocking_check_exits_1_and_names_the_table(env):
+    _, target = env
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION drop_all() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$")
+        conn.execute("CREATE TRIGGER drop_all BEFORE INSERT ON region FOR EACH ROW EXECUTE FUNCTION drop_all()")
+        conn.execute("ALTER TABLE region ENABLE ALWAYS TRIGGER drop_all")
+    run = cli("refresh")
+    assert run.code == 1
+    assert "public.region: 0 rows on the target, 2 on the source" in run.err and "rolled back" in run.err
+
+
+def test_refusals_before_any_write_exit_2(env, monkeypatch):
+    source, target = env
+    with psycopg.connect(target) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (REFRESH_LOCK_KEY,))
+        locked = cli("refresh")
+    assert locked.code == 2 and "another refresh is running against the target" in locked.err
+    with psycopg.connect(source, autocommit=True) as conn:
+        conn.execute("ALTER TABLE region ADD COLUMN added_by_deploy text")
+    drifted = cli("refresh")
+    assert drifted.code == 2 and "new column public.region.added_by_deploy" in drifted.err
+    assert cli("demo", "up", "--scale", "0").code == 2
+    monkeypatch.setenv("MUVA_STATE_PATH", "/nonexistent/catalog.json")
+    missing = cli("refresh")
+    assert missing.code == 2 and "run `muva-refresh introspect`" in missing.err

@@ -4,26 +4,10 @@ import psycopg
 import pytest
 
 from muva_refresh.catalog import TableRef
-from muva_refresh.copy import Endpoint, refresh
+from muva_refresh.endpoint import Endpoint
+from muva_refresh.refresh import RefreshOptions, refresh
 
-ORPHANS = """
-SELECT (SELECT count(*) FROM customer c WHERE c.region_id IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM region r WHERE r.id = c.region_id))
-     + (SELECT count(*) FROM audit_log a WHERE a.customer_id IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM customer c WHERE c.id = a.customer_id))
-"""
-COUNTS = "SELECT (SELECT count(*) FROM region), (SELECT count(*) FROM customer), (SELECT count(*) FROM audit_log)"
-
-
-def write_family(conn: psycopg.Connection, n: int) -> None:
-    """A parent, a child and a grandchild, committed together, as the app would."""
-    with conn.transaction():
-        conn.execute("INSERT INTO region VALUES (%s, %s)", (1000 + n, f"region {n}"))
-        customer = conn.execute(
-            "INSERT INTO customer (region_id, name) VALUES (%s, %s) RETURNING id", (1000 + n, f"late {n}")
-        ).fetchone()[0]
-        conn.execute("INSERT INTO audit_log VALUES (now(), 'late', %s)", (customer,))
-
+from .support import COUNTS, ORPHANS, write_family
 
 @pytest.mark.parametrize("workers", [1, 3])
 def test_writes_committed_between_table_copies_never_reach_the_target(pg, workers):
@@ -40,7 +24,7 @@ def test_writes_committed_between_table_copies_never_reach_the_target(pg, worker
 
     try:
         report = refresh(Endpoint("source", source), Endpoint("target", target),
-                         workers=workers, on_table=write_after_each_table)
+                         RefreshOptions(workers=workers), on_table=write_after_each_table)
     finally:
         writer.close()
     assert len(written) == len(report.tables) > 3

@@ -6,29 +6,13 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from muva_refresh.catalog import TableFilter, TableRef, read_catalog
-from muva_refresh.copy import REFRESH_LOCK_KEY, Endpoint, refresh
+from muva_refresh.catalog import TableRef
+from muva_refresh.endpoint import Endpoint
 from muva_refresh.errors import ConcurrentRefreshError, ConfigError, CopyError, SchemaDriftError, SelectionError, UnsafeTargetError
+from muva_refresh.guards import REFRESH_LOCK_KEY
+from muva_refresh.refresh import RefreshOptions, refresh
 
-TWISTS = TableFilter(("public",))
-HOSTILE = TableFilter(("public", "Billing Ops"))
-
-
-def table_fingerprints(dsn: str, table_filter: TableFilter = TWISTS) -> dict[TableRef, tuple[int, str]]:
-    """Row count and an ordered content hash per table, generated columns included."""
-    with psycopg.connect(dsn) as conn:
-        catalog = read_catalog(conn, table_filter)
-        found = {}
-        for table in catalog.tables:
-            query = sql.SQL("SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {} t")
-            found[table.ref] = tuple(conn.execute(query.format(table.ref.ident())).fetchone())
-        return found
-
-
-def count(dsn: str, table: str, where: str = "true") -> int:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE " + where).format(sql.Identifier(table))).fetchone()[0]
-
+from .support import HOSTILE, count, table_fingerprints
 
 @pytest.fixture
 def pair(pg):
@@ -68,7 +52,7 @@ def test_sequences_follow_the_source_and_triggers_stay_enabled(pair):
 def test_hostile_identifiers_are_quoted_everywhere(pg):
     source = Endpoint("source", pg.database_from_sql("src", "hostile.sql"))
     target = Endpoint("target", pg.database_from_sql("dst", "hostile.sql"))
-    report = refresh(source, target, table_filter=HOSTILE)
+    report = refresh(source, target, RefreshOptions(table_filter=HOSTILE))
     assert report.tables[TableRef("Billing Ops", 'Invoice "Line".v2')].rows == 25
     assert table_fingerprints(target.dsn, HOSTILE) == table_fingerprints(source.dsn, HOSTILE)
     with psycopg.connect(target.dsn, autocommit=True) as conn:
@@ -81,7 +65,7 @@ def test_hostile_identifiers_are_quoted_everywhere(pg):
 def test_a_table_selection_copies_only_the_selection(pair):
     source, target = pair
     selected = [TableRef("public", n) for n in ("customer", "audit_log")]
-    report = refresh(source, target, selected)
+    report = refresh(source, target, RefreshOptions(selected=tuple(selected)))
     assert set(report.tables) == set(selected)
     assert count(target.dsn, "region", "name = 'stale region'") == 1  # outside the selection: untouched
 
@@ -97,7 +81,7 @@ def test_refuses_the_same_database_even_spelled_differently(pair):
 def test_a_selection_that_would_orphan_children_is_refused_before_anything_is_touched(pair):
     source, target = pair
     with pytest.raises(SelectionError, match=r"public\.audit_log") as err:
-        refresh(source, target, [TableRef("public", "customer")])
+        refresh(source, target, RefreshOptions(selected=(TableRef("public", "customer"),)))
     assert "public.customer" not in str(err.value).split("add ")[1]
     assert count(target.dsn, "customer", "name = 'stale customer'") == 1
 
@@ -164,7 +148,7 @@ def test_a_failed_copy_rolls_back_and_leaves_the_target_as_it_was(pair):
 def test_a_parallel_failure_leaves_no_table_without_its_parents(pair):
     source, target = pair
     plant_copy_failure(target)
-    report = refresh(source, target, workers=2)
+    report = refresh(source, target, RefreshOptions(workers=2))
     assert set(report.failed) == {TableRef("public", "customer")}
     with pytest.raises(CopyError, match="every loaded table has its parents"):
         report.raise_for_failures()
@@ -175,7 +159,7 @@ def test_a_parallel_failure_leaves_no_table_without_its_parents(pair):
 
 def test_parallel_mode_produces_the_same_target(pair):
     source, target = pair
-    report = refresh(source, target, workers=3)
+    report = refresh(source, target, RefreshOptions(workers=3))
     assert not report.failed and not report.atomic
     assert table_fingerprints(target.dsn) == table_fingerprints(source.dsn)
 

@@ -7,20 +7,14 @@ import psycopg
 import pytest
 
 from muva_refresh.assets import key_part
-from muva_refresh.catalog import Catalog, TableFilter, read_catalog
+from muva_refresh.catalog import Catalog
 from muva_refresh.definitions import REFRESH_JOB, build_definitions, defs
 from muva_refresh.errors import ConfigError
+from muva_refresh.settings import Settings
 
-from .test_consistency import ORPHANS, write_family
+from .support import ORPHANS, saved_catalog, write_family
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-
-
-def saved_catalog(dsn: str, table_filter: TableFilter, path) -> Catalog:
-    with psycopg.connect(dsn) as conn:
-        catalog = read_catalog(conn, table_filter)
-    catalog.save(path)
-    return Catalog.load(path)
 
 
 @pytest.fixture
@@ -31,7 +25,7 @@ def hostile_env(pg, tmp_path, monkeypatch):
     monkeypatch.setenv("MUVA_TARGET_DSN", target)
     monkeypatch.setenv("MUVA_SCHEMAS", "public,Billing Ops")
     monkeypatch.setenv("MUVA_STATE_PATH", str(tmp_path / "catalog.json"))
-    catalog = saved_catalog(source, TableFilter.from_env(), tmp_path / "catalog.json")
+    catalog = saved_catalog(source, Settings.load().table_filter, tmp_path / "catalog.json")
     return source, target, catalog
 
 
@@ -101,9 +95,7 @@ def test_a_source_schema_change_since_introspect_stops_the_run(hostile_env):
 
 def multiprocess_refresh_job() -> dg.JobDefinition:
     """Rebuilt in the step's own process from the state file the test wrote."""
-    from muva_refresh.settings import state_path
-
-    loaded = build_definitions(Catalog.load(state_path()))
+    loaded = build_definitions(Catalog.load(Settings.load().state_path))
     job = dg.define_asset_job("refresh_multiprocess", selection=dg.AssetSelection.all(),
                               executor_def=dg.multiprocess_executor)
     return dg.Definitions(assets=loaded.assets, jobs=[job], resources=loaded.resources).resolve_job_def(job.name)
@@ -139,9 +131,7 @@ def test_the_snapshot_holds_under_the_multiprocess_executor_with_concurrent_writ
 
 def reexecutable_refresh_job() -> dg.JobDefinition:
     """The refresh job, rebuilt in a fresh process from the state file the test wrote."""
-    from muva_refresh.settings import state_path
-
-    return build_definitions(Catalog.load(state_path())).resolve_job_def(REFRESH_JOB)
+    return build_definitions(Catalog.load(Settings.load().state_path)).resolve_job_def(REFRESH_JOB)
 
 
 def materialized(result) -> set[str]:

@@ -7,13 +7,13 @@ import dagster as dg
 import psycopg
 import pytest
 
-from .test_cli import cli, env  # noqa: F401  (env is a fixture)
+from .support import cli
 
 REPO_INSTANCE = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
 
 @pytest.fixture
-def postgres_instance(env, pg15, tmp_path, monkeypatch):  # noqa: F811
+def postgres_instance(env, pg15, tmp_path, monkeypatch):
     """DAGSTER_HOME holding the repo's dagster.yaml, storage in a fresh database on the second server."""
     dsn = pg15.create_database("dagster_history")
     info = psycopg.conninfo.conninfo_to_dict(dsn)

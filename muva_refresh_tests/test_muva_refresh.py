@@ -5,8 +5,7 @@ import pytest
 
 from muva_refresh.demo import create_schema, load_data, plant_stale_rows
 
-from .test_cli import cli
-from .test_copy import table_fingerprints
+from .support import cli, table_fingerprints
 
 # The hand-kept plan (../shared/seed/migration-order.md), level by level, as written there.
 SEED_LEVELS = {

@@ -4,10 +4,12 @@ import dagster as dg
 import psycopg
 import pytest
 
-from muva_refresh.catalog import Catalog, TableFilter, read_catalog
 from muva_refresh.definitions import REFRESH_JOB, build_definitions
 from muva_refresh.resources import PostgresDatabase
-from muva_refresh.sensors import DEPLOY_TAG, MARKER_SQL_VAR, SENSOR_NAME, build_deploy_sensor
+from muva_refresh.sensors import DEPLOY_TAG, SENSOR_NAME, build_deploy_sensor
+from muva_refresh.settings import MARKER_SQL_VAR, Settings
+
+from .support import saved_catalog
 
 MIGRATIONS = """
 CREATE SCHEMA supabase_migrations;
@@ -24,9 +26,10 @@ def deploy(dsn: str, version: str) -> None:
     execute(dsn, "INSERT INTO supabase_migrations.schema_migrations VALUES (%s, 'deploy')", (version,))
 
 
-def saved_catalog(dsn: str) -> Catalog:
-    with psycopg.connect(dsn) as conn:
-        return read_catalog(conn, TableFilter.from_env())
+def sensor_for(dsn: str) -> dg.SensorDefinition:
+    """The deploy sensor as the definitions build it, from the saved catalog and the settings."""
+    settings = Settings.load()
+    return build_deploy_sensor(saved_catalog(dsn, settings.table_filter), REFRESH_JOB, settings.deploy_marker_sql)
 
 
 def tick(sensor: dg.SensorDefinition, dsn: str, cursor: str | None = None,
@@ -41,15 +44,13 @@ def tick(sensor: dg.SensorDefinition, dsn: str, cursor: str | None = None,
 
 @pytest.fixture
 def source(pg, monkeypatch):
-    for var in ("MUVA_SCHEMAS", "MUVA_INCLUDE", "MUVA_EXCLUDE", MARKER_SQL_VAR):
-        monkeypatch.delenv(var, raising=False)
     dsn = pg.database_from_sql("src", "twists.sql")
     execute(dsn, MIGRATIONS)
     return dsn
 
 
 def test_one_run_per_deploy_and_the_cursor_follows(source):
-    sensor = build_deploy_sensor(saved_catalog(source))
+    sensor = sensor_for(source)
     deploy(source, "20251101000000")
 
     first = tick(sensor, source)
@@ -70,21 +71,21 @@ def test_one_run_per_deploy_and_the_cursor_follows(source):
 def test_a_missing_marker_table_skips_and_says_what_to_set(pg, monkeypatch):
     monkeypatch.delenv(MARKER_SQL_VAR, raising=False)
     bare = pg.database_from_sql("src", "twists.sql")
-    result = tick(build_deploy_sensor(saved_catalog(bare)), bare, cursor="old")
+    result = tick(sensor_for(bare), bare, cursor="old")
     assert result.run_requests == [] and result.cursor == "old"
     assert MARKER_SQL_VAR in result.skip_message
     assert "supabase_migrations.schema_migrations" in result.skip_message
 
 
 def test_an_empty_marker_table_skips(source):
-    result = tick(build_deploy_sensor(saved_catalog(source)), source)
+    result = tick(sensor_for(source), source)
     assert result.run_requests == [] and "returned no value" in result.skip_message
 
 
 def test_a_custom_marker_query(source, monkeypatch):
     execute(source, "CREATE TABLE flyway_schema_history (installed_rank int PRIMARY KEY, version text, success bool)")
     monkeypatch.setenv(MARKER_SQL_VAR, "SELECT max(installed_rank)::text FROM flyway_schema_history WHERE success")
-    sensor = build_deploy_sensor(saved_catalog(source))
+    sensor = sensor_for(source)
     execute(source, "INSERT INTO flyway_schema_history VALUES (1, '1.0', true), (2, '1.1', false)")
 
     result = tick(sensor, source)
@@ -92,7 +93,7 @@ def test_a_custom_marker_query(source, monkeypatch):
 
 
 def test_drift_reports_and_requests_nothing(source):
-    sensor = build_deploy_sensor(saved_catalog(source))
+    sensor = sensor_for(source)
     execute(source, "ALTER TABLE region ADD COLUMN added text")
     deploy(source, "20251103000000")
 
@@ -103,12 +104,12 @@ def test_drift_reports_and_requests_nothing(source):
     assert "muva-refresh introspect" in result.skip_message
 
     # Once the state is current (introspect + reload rebuild the sensor), the deploy is refreshed.
-    current = tick(build_deploy_sensor(saved_catalog(source)), source, cursor=result.cursor)
+    current = tick(sensor_for(source), source, cursor=result.cursor)
     assert [r.run_key for r in current.run_requests] == ["deploy-20251103000000"]
 
 
 def test_a_refresh_in_progress_holds_the_deploy_back(source):
-    sensor = build_deploy_sensor(saved_catalog(source))
+    sensor = sensor_for(source)
     deploy(source, "20251104000000")
     instance = dg.DagsterInstance.ephemeral()
     busy = instance.add_run(dg.DagsterRun(job_name=REFRESH_JOB, status=dg.DagsterRunStatus.STARTED))
@@ -129,7 +130,7 @@ def test_a_refresh_in_progress_holds_the_deploy_back(source):
 
 
 def test_an_unreachable_source_skips_without_the_password(source):
-    sensor = build_deploy_sensor(saved_catalog(source))
+    sensor = sensor_for(source)
     result = tick(sensor, "postgresql://u:S3cretPw@/x?host=/nonexistent")
     assert result.run_requests == [] and "cannot" in result.skip_message
     assert "S3cretPw" not in result.skip_message
@@ -140,7 +141,7 @@ def test_the_definitions_carry_the_sensor_stopped(source, monkeypatch):
     deploy(source, "20251105000000")
     monkeypatch.setenv("MUVA_SOURCE_DSN", source)
     monkeypatch.setenv("MUVA_TARGET_DSN", source)
-    defs = build_definitions(saved_catalog(source))
+    defs = build_definitions(saved_catalog(source, Settings.load().table_filter))
     sensor = defs.resolve_sensor_def(SENSOR_NAME)
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
     assert sensor.minimum_interval_seconds == 60

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from muva_refresh.assets import TableTranslator, keys_by_table
+from muva_refresh.assets import TableTranslator
 from muva_refresh.catalog import Catalog
 from muva_refresh.graph import make_plan
 
@@ -99,7 +99,7 @@ def expected_graph(dev: DagsterDev) -> dict[str, tuple[str, set[str]]]:
     catalog = Catalog.load(Path(dev.env["MUVA_STATE_PATH"]))
     plan = make_plan(catalog)
     translator = TableTranslator()
-    key_of = keys_by_table(catalog, translator)
+    key_of = translator.keys(catalog).key_of
     return {
         key_of[t.ref].to_user_string(): (
             translator.group_name(t, plan),

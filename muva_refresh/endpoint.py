@@ -1,0 +1,77 @@
+"""A database the tool talks to: connecting, read-only sessions, and messages without secrets."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from .errors import ConfigError
+from .settings import DSN_VARS
+
+READ_ONLY_SESSION = sql.SQL("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A database reached by DSN. Its str and repr never contain the password."""
+
+    role: str  # "source" or "target"
+    dsn: str = field(repr=False)
+
+    def __str__(self) -> str:
+        try:
+            info = conninfo_to_dict(self.dsn)
+        except psycopg.Error:
+            return f"{self.role} (unparsable DSN)"
+        return f"{self.role} {info.get('user', '?')}@{info.get('host', 'localhost')}/{info.get('dbname', '?')}"
+
+    @property
+    def password(self) -> str | None:
+        try:
+            return conninfo_to_dict(self.dsn).get("password") or None
+        except psycopg.Error:
+            return None
+
+    def scrub(self, text: str) -> str:
+        """Remove the password (and any DSN-looking secret) from a message."""
+        secret = self.password
+        if secret:
+            text = text.replace(secret, "***")
+        return re.sub(r"(password\s*=\s*)\S+", r"\1***", text)
+
+    def with_connect_timeout(self, seconds: int) -> "Endpoint":
+        """The same database, bounded in how long an unreachable server can keep a caller waiting."""
+        try:
+            if not self.dsn or "connect_timeout" in conninfo_to_dict(self.dsn):
+                return self
+            return Endpoint(self.role, make_conninfo(self.dsn, connect_timeout=seconds))
+        except psycopg.Error:
+            return self  # unparsable: let connect() report it, scrubbed
+
+    def connect(self, *, read_only: bool) -> psycopg.Connection:
+        if not self.dsn:
+            raise ConfigError(f"no DSN for the {self.role}; set {DSN_VARS.get(self.role, 'its DSN')}")
+        try:
+            conn = psycopg.connect(self.dsn, application_name=f"muva_refresh {self.role}")
+        except psycopg.Error as exc:
+            raise ConfigError(f"cannot connect to the {self}: {describe(exc, self)}") from None
+        if read_only:
+            # Session-wide: even a statement sent outside our transactions cannot write.
+            conn.execute(READ_ONLY_SESSION)
+            conn.commit()
+            conn.read_only = True
+        return conn
+
+
+def describe(exc: BaseException, *endpoints: Endpoint) -> str:
+    """One line for people: the primary message only, since DETAIL can quote production rows."""
+    text = str(exc)
+    if isinstance(exc, psycopg.Error) and exc.diag.message_primary:
+        text = exc.diag.message_primary
+    for endpoint in endpoints:
+        text = endpoint.scrub(text)
+    return text.strip()

@@ -1,0 +1,113 @@
+"""Every refusal that runs before the first write. Each raises, naming the problem and the way out."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import psycopg
+from psycopg import sql
+
+from .catalog import Catalog, Table, catalog_drift
+from .endpoint import Endpoint
+from .errors import ConcurrentRefreshError, ConfigError, SchemaDriftError, UnsafeTargetError
+from .graph import Plan
+
+SERVER_IDENTITY = sql.SQL(
+    "SELECT pg_postmaster_start_time()::text, current_database(), "
+    "(SELECT oid FROM pg_database WHERE datname = current_database())::int"
+)
+# One key per target database: session-level, so it is released when the connection closes.
+REFRESH_LOCK_KEY = 0x6D757661  # "muva"
+TAKE_REFRESH_LOCK = sql.SQL("SELECT pg_try_advisory_lock({key})").format(key=sql.Literal(REFRESH_LOCK_KEY))
+REFRESH_LOCK_HOLDER = sql.SQL(
+    "SELECT l.pid, a.application_name, a.backend_start::text FROM pg_locks l "
+    "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.classid = 0 AND l.objid = {key} AND l.granted"
+).format(key=sql.Literal(REFRESH_LOCK_KEY))
+BYPASSES_RLS = sql.SQL("SELECT current_user, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
+MAX_LISTED = 20
+
+
+def listed(items: list[str], limit: int = MAX_LISTED) -> list[str]:
+    """At most `limit` items, and a last line saying how many more there are."""
+    return items[:limit] + ([f"... and {len(items) - limit} more"] if len(items) > limit else [])
+
+
+def guard_distinct(source: Endpoint, target: Endpoint, src: psycopg.Connection, dst: psycopg.Connection) -> None:
+    """Refuse when both DSNs reach the same database, however differently they are spelled."""
+    same = src.execute(SERVER_IDENTITY).fetchone() == dst.execute(SERVER_IDENTITY).fetchone()
+    if source.dsn == target.dsn or same:
+        raise UnsafeTargetError(
+            f"the target is the source ({target} reaches the same database as {source}); "
+            "point MUVA_TARGET_DSN at staging"
+        )
+
+
+def guard_single_refresh(target: Endpoint, dst: psycopg.Connection) -> None:
+    """Take the target's refresh lock, or refuse: a CLI and a UI refresh must never overlap."""
+    if dst.execute(TAKE_REFRESH_LOCK).fetchone()[0]:
+        dst.commit()
+        return
+    holder = dst.execute(REFRESH_LOCK_HOLDER).fetchone()
+    dst.rollback()
+    who = f" (backend pid {holder[0]}, {holder[1] or 'unnamed'}, since {holder[2]})" if holder else ""
+    raise ConcurrentRefreshError(
+        f"another refresh is running against the {target}{who}; wait for it to finish, nothing was touched"
+    )
+
+
+def guard_unchanged(saved: Catalog, live: Catalog) -> None:
+    """The graph the run was planned on (the saved state) must still be the source's."""
+    changes = catalog_drift(saved, live)
+    if changes:
+        raise SchemaDriftError(
+            "the source schema changed since the catalog state was saved: " + "; ".join(changes[:10])
+            + ". Run `muva-refresh introspect` and reload the code location; nothing was touched"
+        )
+
+
+def guard_schema(plan: Plan, target_catalog: Catalog) -> None:
+    """Every selected table exists on the target with the same copied columns and types."""
+    problems: list[str] = []
+    for ref in plan.selected:
+        target_table = target_catalog.by_ref.get(ref)
+        if target_table is None:
+            problems.append(f"table {ref} is missing on the target")
+        else:
+            problems.extend(column_drift(plan.catalog.table(ref), target_table))
+    if problems:
+        raise SchemaDriftError(
+            "source and target schemas differ; migrate staging first, nothing was touched:\n  "
+            + "\n  ".join(listed(problems))
+        )
+
+
+def column_drift(source: Table, target: Table) -> list[str]:
+    src = {c.name: c for c in source.copied_columns}
+    dst = {c.name: c for c in target.copied_columns}
+    problems = []
+    for name, col in src.items():
+        other = dst.get(name)
+        if other is None:
+            problems.append(f"column {source.ref}.{name!r} ({col.type}) is missing on the target")
+        elif other.type != col.type:
+            problems.append(f"column {source.ref}.{name!r} is {col.type} on the source, {other.type} on the target")
+    for name, col in dst.items():
+        if name not in src and col.not_null and not col.has_default:
+            problems.append(f"column {target.ref}.{name!r} ({col.type}) exists only on the target and is NOT NULL")
+    return problems
+
+
+def guard_rls_bypass(plan: Plan, conns: Mapping[Endpoint, psycopg.Connection]) -> None:
+    """RLS would hide rows from COPY silently on the source (and reject COPY FROM on the target)."""
+    guarded = [str(r) for r in plan.selected if plan.catalog.table(r).rls_enabled]
+    if not guarded:
+        return
+    for endpoint, conn in conns.items():
+        user, bypasses = conn.execute(BYPASSES_RLS).fetchone()
+        if not bypasses:
+            shown = ", ".join(listed(guarded, 5)).replace(", ...", " ...")
+            raise ConfigError(
+                f"role {user!r} on the {endpoint.role} cannot bypass row-level security, so its copy of "
+                f"{shown} would silently miss rows; connect as a role with BYPASSRLS (on Supabase: postgres)"
+            )

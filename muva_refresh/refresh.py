@@ -1,0 +1,132 @@
+"""The refresh, as one ordered use case: guards -> snapshot -> load -> gate -> commit.
+
+The order of the calls is the safety argument: every guard runs before the first write, the
+source is only ever read, and the default load is one target transaction, so a failure
+leaves staging exactly as it was.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+import psycopg
+
+from .catalog import Catalog, TableFilter, TableRef, read_catalog
+from .copy import CopyStats, GateFn, Load, ProgressFn, TableCopy, exported_snapshot, table_copy
+from .endpoint import Endpoint
+from .errors import ConfigError, CopyError
+from .graph import Plan, make_plan
+from .guards import guard_distinct, guard_rls_bypass, guard_schema, guard_single_refresh, guard_unchanged
+
+
+@dataclass(frozen=True)
+class RefreshOptions:
+    """What to refresh and how; everything else is read from the databases."""
+
+    selected: tuple[TableRef, ...] | None = None  # None: every table
+    # The saved catalog the run was planned on: the source must still match it, and its table
+    # filter decides which tables take part. None: plan on the live catalog under `table_filter`.
+    state: Catalog | None = None
+    table_filter: TableFilter | None = None
+    # 1: one target transaction, all or nothing. More: level by level on that many connection
+    # pairs, a transaction per table (or FK cycle); a failure leaves no table without its parents.
+    workers: int = 1
+
+    @property
+    def effective_filter(self) -> TableFilter:
+        if self.table_filter is not None:
+            return self.table_filter
+        return self.state.table_filter if self.state is not None else TableFilter()
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    snapshot_id: str
+    tables: Mapping[TableRef, CopyStats]
+    failed: Mapping[TableRef, str]
+    seconds: float
+    source_catalog: Catalog  # as read inside the snapshot
+    target_catalog: Catalog
+    atomic: bool
+
+    @property
+    def source_version(self) -> int:
+        return self.source_catalog.server_version
+
+    @property
+    def target_version(self) -> int:
+        return self.target_catalog.server_version
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.tables.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(s.bytes for s in self.tables.values())
+
+    def copies(self) -> Iterator[TableCopy]:
+        for ref, stats in self.tables.items():
+            yield table_copy(self.source_catalog, self.target_catalog, ref, stats, self.snapshot_id)
+
+    def raise_for_failures(self) -> None:
+        if self.failed:
+            first, reason = next(iter(self.failed.items()))
+            raise CopyError(
+                f"{len(self.failed)} table(s) failed, first {first}: {reason}; "
+                f"{len(self.tables)} table(s) were loaded, and every loaded table has its parents"
+            )
+
+
+def refresh(
+    source: Endpoint,
+    target: Endpoint,
+    options: RefreshOptions = RefreshOptions(),
+    *,
+    on_table: ProgressFn | None = None,
+    gate: GateFn | None = None,
+) -> RefreshReport:
+    """Copy the selected tables from one snapshot of the source into the target.
+
+    `on_table` hears of each copied table; `gate` runs inside the load and rolls it back by
+    raising. Failures of the parallel mode come back in `report.failed`; call `raise_for_failures()`.
+    """
+    if options.workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {options.workers}")
+    started = time.perf_counter()
+    with exported_snapshot(source) as (src, snapshot_id):
+        dst = target.connect(read_only=False)
+        try:
+            plan, target_catalog = guarded_plan(source, target, src, dst, options)
+            load = Load(plan, target_catalog, source, target, snapshot_id, on_table, gate)
+            tables, failed = load.atomically(src, dst) if options.workers == 1 else load.in_parallel(dst, options.workers)
+        finally:
+            dst.close()
+    return RefreshReport(
+        snapshot_id=snapshot_id,
+        tables=tables,
+        failed=failed,
+        seconds=time.perf_counter() - started,
+        source_catalog=plan.catalog,
+        target_catalog=target_catalog,
+        atomic=options.workers == 1,
+    )
+
+
+def guarded_plan(
+    source: Endpoint, target: Endpoint, src: psycopg.Connection, dst: psycopg.Connection, options: RefreshOptions
+) -> tuple[Plan, Catalog]:
+    """Read both catalogs and plan, running every guard; nothing is written before this returns."""
+    guard_distinct(source, target, src, dst)
+    guard_single_refresh(target, dst)
+    source_catalog = read_catalog(src, options.effective_filter)
+    if options.state is not None:
+        guard_unchanged(options.state, source_catalog)
+    plan = make_plan(source_catalog, options.selected)
+    target_catalog = read_catalog(dst, TableFilter(source_catalog.schemas))
+    guard_schema(plan, target_catalog)
+    guard_rls_bypass(plan, {source: src, target: dst})
+    dst.commit()  # the load must start its own top-level transaction, not a savepoint
+    return plan, target_catalog

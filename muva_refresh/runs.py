@@ -1,0 +1,147 @@
+"""Run the project's jobs in-process on the Dagster instance, and read their records back as the
+engine's own types (CopyStats, CheckOutcome) and an exit code, through the translator that wrote them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+import dagster as dg
+
+from .assets import TABLE_ASSETS_NAME, TableKeys, TableTranslator
+from .catalog import Catalog, TableRef
+from .checks import CHECKS, CheckOutcome
+from .copy import CopyStats
+from .definitions import REFRESH_JOB, VALIDATE_JOB, build_definitions
+from .errors import EXIT_FAILED, EXIT_OK, exit_code_for
+from .graph import make_plan
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """The innermost error of a failed run: the project's own error, not Dagster's wrapper."""
+
+    error_class: str
+    message: str
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code_for(self.error_class)
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    run_id: str
+    seconds: float
+    tables: Mapping[TableRef, CopyStats]
+    checks: tuple[CheckOutcome, ...]
+    failure: RunFailure | None
+    keys: TableKeys
+
+    @property
+    def success(self) -> bool:
+        return self.failure is None
+
+    @property
+    def exit_code(self) -> int:
+        if self.failure is not None:
+            return self.failure.exit_code
+        return EXIT_FAILED if any(c.fails_run for c in self.checks) else EXIT_OK
+
+    def asset_name(self, ref: TableRef) -> str:
+        return self.keys.key_of[ref].to_user_string()
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    time: datetime
+    run_id: str
+    table: TableRef
+    check: str
+    status: str  # Dagster's execution status: PLANNED, IN_PROGRESS, SUCCEEDED, FAILED, SKIPPED
+    outcome: CheckOutcome | None  # None until the check was evaluated
+
+
+class Runner:
+    """The jobs of one saved catalog, run in-process on the DAGSTER_HOME instance, so the UI shows them."""
+
+    def __init__(self, catalog: Catalog, translator: TableTranslator | None = None):
+        self.catalog = catalog
+        self.translator = translator or TableTranslator()
+        self.keys = self.translator.keys(catalog)
+        self.defs = build_definitions(catalog, self.translator)
+
+    def refresh(self, selected: Sequence[TableRef] | None, workers: int) -> JobOutcome:
+        make_plan(self.catalog, selected)  # refuse a bad selection before Dagster starts
+        config = {"ops": {TABLE_ASSETS_NAME: {"config": {"workers": workers}}}}
+        keys = [self.keys.key_of[r] for r in selected] if selected else None
+        return self.execute(self.defs.resolve_job_def(REFRESH_JOB), config, keys)
+
+    def validate(self, selected: Sequence[TableRef] | None) -> JobOutcome:
+        job = self.defs.resolve_job_def(VALIDATE_JOB)
+        if selected:
+            job = job.get_subset(asset_check_selection={
+                dg.AssetCheckKey(self.keys.key_of[r], c.name) for r in selected for c in CHECKS
+            })
+        return self.execute(job, {}, None)
+
+    def execute(self, job: dg.JobDefinition, config: Mapping[str, Any], keys: list[dg.AssetKey] | None) -> JobOutcome:
+        started = time.perf_counter()
+        with dg.DagsterInstance.get() as instance:
+            result = job.execute_in_process(
+                instance=instance, asset_selection=keys, run_config={**QUIET, **config}, raise_on_error=False
+            )
+        return JobOutcome(
+            run_id=result.run_id,
+            seconds=time.perf_counter() - started,
+            tables=self.copied(result.get_asset_materialization_events()),
+            checks=tuple(self.translator.outcome(e, self.keys.table_of[e.asset_key])
+                         for e in result.get_asset_check_evaluations()),
+            failure=None if result.success else run_failure(result.all_events),
+            keys=self.keys,
+        )
+
+    def copied(self, events: Iterable[dg.DagsterEvent]) -> dict[TableRef, CopyStats]:
+        found = {}
+        for event in events:
+            materialization = event.step_materialization_data.materialization
+            found[self.keys.table_of[materialization.asset_key]] = self.translator.copy_stats(materialization.metadata)
+        return found
+
+    def history(self, refs: Iterable[TableRef], checks: Iterable[str], limit: int) -> list[HistoryEntry]:
+        """Each table's check evaluations, oldest first, as the UI's Checks tab shows them."""
+        entries = []
+        with dg.DagsterInstance.get() as instance:
+            for ref in refs:
+                for name in checks:
+                    key = dg.AssetCheckKey(self.keys.key_of[ref], name)
+                    for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=limit):
+                        entries.append(self.history_entry(record, ref))
+        return sorted(entries, key=lambda e: e.time)
+
+    def history_entry(self, record: Any, ref: TableRef) -> HistoryEntry:
+        event = record.event.dagster_event if record.event is not None else None
+        data = event.event_specific_data if event is not None else None
+        evaluation = data if isinstance(data, dg.AssetCheckEvaluation) else None
+        return HistoryEntry(
+            time=datetime.fromtimestamp(record.create_timestamp, timezone.utc),
+            run_id=record.run_id,
+            table=ref,
+            check=record.key.name,
+            status=record.status.value,
+            outcome=self.translator.outcome(evaluation, ref) if evaluation else None,
+        )
+
+
+def run_failure(events: Iterable[dg.DagsterEvent]) -> RunFailure:
+    for event in events:
+        if event.is_step_failure:
+            error = event.step_failure_data.error
+            while error.cause is not None:
+                error = error.cause
+            return RunFailure(error.cls_name or "", error.message.strip())
+    return RunFailure("", "the Dagster run failed; see its logs in the UI")

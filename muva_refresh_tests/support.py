@@ -1,0 +1,79 @@
+"""Plain helpers the test modules share (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from muva_refresh.catalog import Catalog, TableFilter, TableRef, read_catalog
+from muva_refresh.cli import Printer, main
+
+SECRET = "pw-Never-Shown-42"  # trust auth ignores it, so it rides along in every DSN
+TWISTS = TableFilter(("public",))
+HOSTILE = TableFilter(("public", "Billing Ops"))
+
+# Orphans and counts of the twists schema's region <- customer <- audit_log chain.
+ORPHANS = """
+SELECT (SELECT count(*) FROM customer c WHERE c.region_id IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM region r WHERE r.id = c.region_id))
+     + (SELECT count(*) FROM audit_log a WHERE a.customer_id IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM customer c WHERE c.id = a.customer_id))
+"""
+COUNTS = "SELECT (SELECT count(*) FROM region), (SELECT count(*) FROM customer), (SELECT count(*) FROM audit_log)"
+
+
+class Run:
+    """One CLI invocation: its exit code and what it printed."""
+
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    @property
+    def json(self):
+        return json.loads(self.out)
+
+
+def cli(*argv: str) -> Run:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), Printer(out, err))
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+def saved_catalog(dsn: str, table_filter: TableFilter, path: Path | None = None) -> Catalog:
+    """The source's catalog, through a save and load round trip when `path` is given."""
+    with psycopg.connect(dsn) as conn:
+        catalog = read_catalog(conn, table_filter)
+    if path is None:
+        return catalog
+    catalog.save(path)
+    return Catalog.load(path)
+
+
+def table_fingerprints(dsn: str, table_filter: TableFilter = TWISTS) -> dict[TableRef, tuple[int, str]]:
+    """Row count and an ordered content hash per table, generated columns included."""
+    with psycopg.connect(dsn) as conn:
+        catalog = read_catalog(conn, table_filter)
+        found = {}
+        for table in catalog.tables:
+            query = sql.SQL("SELECT count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {} t")
+            found[table.ref] = tuple(conn.execute(query.format(table.ref.ident())).fetchone())
+        return found
+
+
+def count(dsn: str, table: str, where: str = "true") -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE " + where).format(sql.Identifier(table))).fetchone()[0]
+
+
+def write_family(conn: psycopg.Connection, n: int) -> None:
+    """A parent, a child and a grandchild, committed together, as the app would."""
+    with conn.transaction():
+        conn.execute("INSERT INTO region VALUES (%s, %s)", (1000 + n, f"region {n}"))
+        customer = conn.execute(
+            "INSERT INTO customer (region_id, name) VALUES (%s, %s) RETURNING id", (1000 + n, f"late {n}")
+        ).fetchone()[0]
+        conn.execute("INSERT INTO audit_log VALUES (now(), 'late', %s)", (customer,))

@@ -1,0 +1,52 @@
+"""The layout holds: the engine stands without Dagster or pandas, functions stay short, SQL is written once."""
+
+import ast
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "muva_refresh"
+ENGINE = ("errors", "settings", "endpoint", "catalog", "graph", "guards", "copy", "refresh", "checks")
+EDGE = ("resources", "assets", "sensors", "definitions", "runs", "cli")
+SQL_START = re.compile(r"^\s*(SELECT|COPY|SET|TRUNCATE|DROP|CREATE|ALTER|INSERT|UPDATE|DELETE|WITH)\b")
+
+
+def imported_after(module: str) -> set[str]:
+    """Which of dagster and pandas a fresh interpreter holds after importing `module` alone."""
+    code = (f"import sys, muva_refresh.{module}; "
+            "print(' '.join(m for m in ('dagster', 'pandas') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(done.stdout.split())
+
+
+@pytest.mark.parametrize("module", ENGINE + EDGE)
+def test_each_module_imports_cleanly_on_its_own(module):
+    found = imported_after(module)
+    if module in ENGINE[:-1]:
+        assert found == set(), f"{module} pulls in {found}"
+    if module == "checks":
+        assert "dagster" not in found
+
+
+def engine_sources() -> dict[str, ast.Module]:
+    return {m: ast.parse((PACKAGE / f"{m}.py").read_text()) for m in ENGINE}
+
+
+def test_no_engine_function_is_over_60_lines():
+    long = [f"{m}.{node.name}: {node.end_lineno - node.lineno + 1} lines"
+            for m, tree in engine_sources().items() for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60]
+    assert long == []
+
+
+def test_no_sql_text_is_written_twice():
+    texts = Counter()
+    for path in PACKAGE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_START.match(node.value):
+                texts[" ".join(node.value.split())] += 1
+    assert [text for text, n in texts.items() if n > 1] == []
