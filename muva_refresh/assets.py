@@ -15,16 +15,17 @@ from typing import Any, Iterable, Iterator, Mapping
 import dagster as dg
 import pandas as pd
 
-from .catalog import Catalog, Table, TableRef
+from .catalog import Catalog, MaterializedView, Table, TableRef
 from .checks import CHECKS, WARN, CheckOutcome, Verifier, validate_live
-from .copy import CopyStats
+from .copy import CopyStats, Progress, ViewStats
 from .errors import BlockingCheckError
 from .graph import Plan, make_plan
-from .refresh import RefreshOptions, RefreshReport, refresh
+from .refresh import RefreshOptions, RefreshReport, refresh, refresh_views_only
 from .resources import PostgresDatabase
 
 TABLE_ASSETS_NAME = "refresh_tables"
 TARGET_POOL = "muva_refresh_target"
+VIEWS_GROUP = "materialized_views"
 # Materialization metadata the translator writes and reads back.
 ROWS, BYTES, SECONDS, MB_PER_S, FORMAT, DIGEST = "rows", "bytes", "seconds", "MB/s", "copy_format", "content_digest"
 
@@ -44,7 +45,8 @@ class TableTranslator:
         return dg.AssetKey([key_part(p) for p in ref.short_parts])
 
     def keys(self, catalog: Catalog) -> "TableKeys":
-        return TableKeys({t.ref: self.asset_key(t.ref) for t in catalog.tables})
+        refs = [t.ref for t in catalog.tables] + [v.ref for v in catalog.materialized_views]
+        return TableKeys({ref: self.asset_key(ref) for ref in refs})
 
     def group_name(self, table: Table, plan: Plan) -> str:
         return f"level_{plan.level[table.ref]}"
@@ -95,6 +97,19 @@ class TableTranslator:
             metadata=self.metadata(table),
         )
 
+    def view_spec(self, view: MaterializedView, plan: Plan) -> dg.AssetSpec:
+        known = set(plan.catalog.refs) | {v.ref for v in plan.catalog.materialized_views}
+        outside = [str(r) for r in view.reads if r not in known]
+        return dg.AssetSpec(
+            key=self.asset_key(view.ref),
+            deps=[self.asset_key(r) for r in view.reads if r in known],
+            group_name=VIEWS_GROUP,
+            kinds={"postgres"},
+            description=f"Materialized view {view.ref}, refreshed on the target after the tables it reads, "
+                        "in the same transaction." + (f" It also reads {', '.join(outside)}." if outside else ""),
+            metadata={"dagster/table_name": str(view.ref)},
+        )
+
     def check_specs(self, table: Table) -> list[dg.AssetCheckSpec]:
         return [
             dg.AssetCheckSpec(check.name, asset=self.asset_key(table.ref), description=check.description,
@@ -130,6 +145,14 @@ class TableTranslator:
             "source_server_version": dg.MetadataValue.int(report.source_version),
             "target_server_version": dg.MetadataValue.int(report.target_version),
         }
+
+    def view_metadata(self, stats: ViewStats) -> dict[str, object]:
+        return {"dagster/row_count": dg.MetadataValue.int(stats.rows), ROWS: dg.MetadataValue.int(stats.rows),
+                SECONDS: dg.MetadataValue.float(round(stats.seconds, 4))}
+
+    def view_stats(self, metadata: Mapping[str, Any]) -> ViewStats:
+        plain = plain_metadata(metadata)
+        return ViewStats(plain[ROWS], plain[SECONDS])
 
     def copy_stats(self, metadata: Mapping[str, Any]) -> CopyStats:
         """The stats a materialization recorded, read back from what `materialization_metadata` wrote."""
@@ -174,13 +197,15 @@ class RefreshConfig(dg.Config):
     workers: int = 1  # 1: one atomic target transaction; more: tables of a level in parallel
 
 
-def build_table_assets(catalog: Catalog, translator: TableTranslator) -> dg.AssetsDefinition:
+def build_table_assets(catalog: Catalog, translator: TableTranslator, rls_expected: tuple[str, ...] = ()) -> dg.AssetsDefinition:
     plan = make_plan(catalog)
     keys = translator.keys(catalog)
+    views = {v.ref: v for v in catalog.materialized_views}
 
     @dg.multi_asset(
         name=TABLE_ASSETS_NAME,
-        specs=[translator.asset_spec(t, plan) for t in catalog.tables],
+        specs=[translator.asset_spec(t, plan) for t in catalog.tables]
+        + [translator.view_spec(v, plan) for v in catalog.materialized_views],
         check_specs=[spec for t in catalog.tables for spec in translator.check_specs(t)],
         can_subset=True,
         pool=TARGET_POOL,
@@ -191,8 +216,10 @@ def build_table_assets(catalog: Catalog, translator: TableTranslator) -> dg.Asse
         config: RefreshConfig,
         source: PostgresDatabase,
         target: PostgresDatabase,
+        progress: dg.ResourceParam[Progress],
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        tables = tuple(sorted(keys.table_of[k] for k in context.selected_asset_keys))
+        selected = {keys.table_of[k] for k in context.selected_asset_keys}
+        tables = tuple(sorted(selected - views.keys()))
         wanted: dict[TableRef, set[str]] = defaultdict(set)
         for check_key in context.selected_asset_check_keys:
             wanted[keys.table_of[check_key.asset_key]].add(check_key.name)
@@ -202,12 +229,22 @@ def build_table_assets(catalog: Catalog, translator: TableTranslator) -> dg.Asse
                 if o.check in wanted.get(o.table, ()):
                     yield translator.check_result(o)
 
+        def view_results(refreshed: Mapping[TableRef, ViewStats]) -> Iterator[dg.MaterializeResult]:
+            for ref, stats in refreshed.items():
+                if ref in selected:  # a view the run did not select is kept fresh all the same
+                    yield dg.MaterializeResult(asset_key=keys.key_of[ref], metadata=translator.view_metadata(stats))
+
+        def copied(ref: TableRef, stats: CopyStats) -> None:
+            context.log.info(f"copied {ref}: {stats.rows:,} rows, {stats.bytes / 1e6:.1f} MB, "
+                             f"{stats.mb_per_s:.1f} MB/s, {stats.format} (visible on staging at COMMIT)")
+            progress.copied(ref, stats)
+
         if tables:
-            verifier = Verifier()  # the blocking checks guard the load even when not selected
+            verifier = Verifier(rls_expected)  # the blocking checks guard the load even when not selected
             try:
                 report = refresh(source.endpoint(), target.endpoint(),
                                  RefreshOptions(selected=tables, state=catalog, workers=config.workers),
-                                 gate=verifier.gate)
+                                 on_table=copied, on_stream=progress.streaming, gate=verifier.gate)
             except BlockingCheckError:
                 yield from results(verifier.outcomes)
                 raise
@@ -217,11 +254,15 @@ def build_table_assets(catalog: Catalog, translator: TableTranslator) -> dg.Asse
             )
             for ref, stats in report.tables.items():
                 yield dg.MaterializeResult(asset_key=keys.key_of[ref], metadata=translator.materialization_metadata(stats, report))
+            yield from view_results(report.views)
             verifier.after_commit(target.endpoint(), report.copies())
             yield from results(verifier.outcomes)
             report.raise_for_failures()
+        elif selected:  # materialized views alone: refresh them from what staging holds now
+            yield from view_results(refresh_views_only(source.endpoint(), target.endpoint(), catalog, selected))
         only_checks = {ref: names for ref, names in wanted.items() if ref not in set(tables)}
         if only_checks:
-            yield from results(validate_live(source.endpoint(), target.endpoint(), only_checks, catalog.table_filter))
+            yield from results(validate_live(source.endpoint(), target.endpoint(), only_checks,
+                                             catalog.table_filter, rls_expected))
 
     return refresh_tables

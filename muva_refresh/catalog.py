@@ -144,10 +144,20 @@ class Trigger:
 
 
 @dataclass(frozen=True)
-class OwnedSequence:
+class ColumnSequence:
+    """A sequence a column uses: owned by it (serial, identity, OWNED BY) or only named in its default."""
+
     sequence: TableRef
     column: str
     identity: bool
+    owned: bool
+
+
+@dataclass(frozen=True)
+class MaterializedView:
+    ref: TableRef
+    reads: tuple[TableRef, ...]  # tables and materialized views, directly or through views
+    populated: bool
 
 
 @dataclass(frozen=True)
@@ -161,8 +171,9 @@ class Table:
     policies: tuple[Policy, ...] = ()
     indexes: tuple[Index, ...] = ()
     triggers: tuple[Trigger, ...] = ()
-    sequences: tuple[OwnedSequence, ...] = ()
+    sequences: tuple[ColumnSequence, ...] = ()
     comment: str | None = None
+    estimated_rows: int = 0  # pg_class.reltuples, for progress only; never part of the state's shape
 
     @property
     def copied_columns(self) -> tuple[Column, ...]:
@@ -206,6 +217,7 @@ class Catalog:
     external_foreign_keys: tuple[ForeignKey, ...] = ()  # parent outside the configured schemas
     server_version: int = 0
     table_filter: TableFilter = TableFilter()  # what the catalog was read with
+    materialized_views: tuple[MaterializedView, ...] = ()
 
     @property
     def schemas(self) -> tuple[str, ...]:
@@ -225,6 +237,14 @@ class Catalog:
         """The FKs whose child is `ref`, to parents inside the catalog or outside it."""
         return tuple(fk for fk in self.foreign_keys + self.external_foreign_keys if fk.child == ref)
 
+    def sequence_uses(self, refs: Iterable[TableRef] | None = None) -> dict[TableRef, list[tuple[TableRef, ColumnSequence]]]:
+        """Each sequence the tables use, with every (table, column) that uses it: shared ones once."""
+        uses: dict[TableRef, list[tuple[TableRef, ColumnSequence]]] = {}
+        for ref in self.refs if refs is None else refs:
+            for used in self.table(ref).sequences:
+                uses.setdefault(used.sequence, []).append((ref, used))
+        return dict(sorted(uses.items()))
+
     def same_major(self, other: "Catalog") -> bool:
         """Binary COPY is only safe between servers of one major version."""
         return self.server_version // 10000 == other.server_version // 10000
@@ -241,6 +261,7 @@ class Catalog:
                 for t in sorted(self.tables, key=lambda t: t.ref)
             ],
             "fks": sorted(str(fk) for fk in self.foreign_keys + self.external_foreign_keys),
+            "materialized_views": sorted([str(v.ref), sorted(map(str, v.reads))] for v in self.materialized_views),
         }
         return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -256,6 +277,10 @@ class Catalog:
             external_foreign_keys=tuple(_fk_from_dict(f) for f in raw.get("external_foreign_keys", ())),
             server_version=raw.get("server_version", 0),
             table_filter=TableFilter(**{k: tuple(v) for k, v in raw["table_filter"].items()}),
+            materialized_views=tuple(
+                MaterializedView(_ref(v["ref"]), tuple(map(_ref, v["reads"])), v["populated"])
+                for v in raw["materialized_views"]
+            ),
         )
 
     def save(self, path: Path) -> None:
@@ -268,17 +293,16 @@ class Catalog:
     def load(cls, path: Path, table_filter: TableFilter | None = None) -> "Catalog":
         """The saved state; with `table_filter`, refuse a state that was read with another filter."""
         if not path.exists():
-            raise ConfigError(
-                f"no catalog state at {path}; run `muva-refresh introspect` against the source first"
-            )
+            raise ConfigError(f"no catalog state at {path}", "run `muva-refresh introspect` against the source first")
         try:
             catalog = cls.from_json(path.read_text())
         except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"catalog state at {path} is unreadable ({exc}); run `muva-refresh introspect` again") from exc
+            raise ConfigError(f"catalog state at {path} is unreadable ({exc})", "run `muva-refresh introspect` again") from exc
         if table_filter is not None and table_filter != catalog.table_filter:
             raise ConfigError(
                 f"the saved state at {path} was read with a different table filter "
-                f"({catalog.table_filter}; configured now: {table_filter}); run `muva-refresh introspect`"
+                f"({catalog.table_filter}; configured now: {table_filter})",
+                "run `muva-refresh introspect`",
             )
         return catalog
 
@@ -303,6 +327,12 @@ def catalog_drift(saved: Catalog, live: Catalog) -> list[str]:
     new_fks = {str(fk) for fk in live.foreign_keys + live.external_foreign_keys}
     changes += [f"new FK {fk}" for fk in sorted(new_fks - old_fks)]
     changes += [f"FK {fk} is gone" for fk in sorted(old_fks - new_fks)]
+    old_views = {str(v.ref): v.reads for v in saved.materialized_views}
+    new_views = {str(v.ref): v.reads for v in live.materialized_views}
+    changes += [f"new materialized view {v}" for v in sorted(new_views.keys() - old_views.keys())]
+    changes += [f"materialized view {v} is gone" for v in sorted(old_views.keys() - new_views.keys())]
+    changes += [f"materialized view {v} reads other tables" for v in sorted(old_views.keys() & new_views.keys())
+                if old_views[v] != new_views[v]]
     return changes
 
 
@@ -329,8 +359,9 @@ def _table_from_dict(d: Mapping[str, Any]) -> Table:
         policies=tuple(Policy(**{**p, "roles": tuple(p["roles"])}) for p in d["policies"]),
         indexes=tuple(Index(**{**i, "key_columns": tuple(i["key_columns"])}) for i in d["indexes"]),
         triggers=tuple(Trigger(**t) for t in d["triggers"]),
-        sequences=tuple(OwnedSequence(_ref(s["sequence"]), s["column"], s["identity"]) for s in d["sequences"]),
+        sequences=tuple(ColumnSequence(_ref(s["sequence"]), s["column"], s["identity"], s["owned"]) for s in d["sequences"]),
         comment=d["comment"],
+        estimated_rows=d["estimated_rows"],
     )
 
 
@@ -338,7 +369,8 @@ def _table_from_dict(d: Mapping[str, Any]) -> Table:
 
 TABLES = sql.SQL("""
 SELECT c.oid, n.nspname, c.relname, c.relkind = 'p' AS partitioned,
-       c.relrowsecurity, c.relforcerowsecurity, obj_description(c.oid, 'pg_class')
+       c.relrowsecurity, c.relforcerowsecurity, obj_description(c.oid, 'pg_class'),
+       greatest(c.reltuples, 0)::bigint
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = ANY(%(schemas)s) AND c.relkind IN ('r', 'p') AND NOT c.relispartition
 ORDER BY n.nspname, c.relname
@@ -407,15 +439,49 @@ WHERE t.tgrelid = ANY(%(oids)s) AND NOT t.tgisinternal
 ORDER BY t.tgrelid, t.tgname
 """)
 
-OWNED_SEQUENCES = sql.SQL("""
-SELECT d.refobjid, sn.nspname, s.relname, a.attname, d.deptype = 'i' AS identity
-FROM pg_depend d
-JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+# Owned by a column (serial, identity, OWNED BY), or named in a column's default, even inside
+# an expression: pg_dump of older databases creates sequences apart and sets defaults later.
+COLUMN_SEQUENCES = sql.SQL("""
+SELECT u.rel, sn.nspname, s.relname, a.attname, bool_or(u.identity), bool_or(u.owned)
+FROM (
+    SELECT d.refobjid AS rel, d.refobjsubid AS attnum, d.objid AS seq, d.deptype = 'i' AS identity, true AS owned
+    FROM pg_depend d
+    WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+      AND d.refobjid = ANY(%(oids)s) AND d.deptype IN ('a', 'i')
+  UNION ALL
+    SELECT ad.adrelid, ad.adnum, d.refobjid, false, false
+    FROM pg_attrdef ad
+    JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+    WHERE ad.adrelid = ANY(%(oids)s)
+) u
+JOIN pg_class s ON s.oid = u.seq AND s.relkind = 'S'
 JOIN pg_namespace sn ON sn.oid = s.relnamespace
-JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
-  AND d.refobjid = ANY(%(oids)s) AND d.deptype IN ('a', 'i')
-ORDER BY d.refobjid, a.attname
+JOIN pg_attribute a ON a.attrelid = u.rel AND a.attnum = u.attnum
+GROUP BY u.rel, sn.nspname, s.relname, a.attname
+ORDER BY u.rel, a.attname, sn.nspname, s.relname
+""")
+
+# What each materialized view reads, through views too: its rules' dependencies, recursively.
+MATERIALIZED_VIEWS = sql.SQL("""
+WITH RECURSIVE rule_reads(rel, reads) AS (
+    SELECT r.ev_class, d.refobjid FROM pg_rewrite r
+    JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                    AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
+), reads(mv, rel) AS (
+    SELECT rr.rel, rr.reads FROM rule_reads rr JOIN pg_class m ON m.oid = rr.rel AND m.relkind = 'm'
+  UNION
+    SELECT reads.mv, rr.reads FROM reads
+    JOIN pg_class v ON v.oid = reads.rel AND v.relkind = 'v'
+    JOIN rule_reads rr ON rr.rel = v.oid
+)
+SELECT mn.nspname, m.relname, m.relispopulated, dn.nspname, dc.relname
+FROM pg_class m
+JOIN pg_namespace mn ON mn.oid = m.relnamespace
+LEFT JOIN (SELECT DISTINCT mv, rel FROM reads) x ON x.mv = m.oid
+LEFT JOIN pg_class dc ON dc.oid = x.rel AND dc.relkind IN ('r', 'p', 'm')
+LEFT JOIN pg_namespace dn ON dn.oid = dc.relnamespace
+WHERE m.relkind = 'm' AND mn.nspname = ANY(%(schemas)s)
+ORDER BY 1, 2, 4, 5
 """)
 
 SERVER_VERSION = sql.SQL("SELECT current_setting('server_version_num')::int")
@@ -438,14 +504,14 @@ def read_catalog(conn: psycopg.Connection, table_filter: TableFilter | None = No
         return grouped
 
     columns, constraints, indexes = by_oid(COLUMNS), by_oid(CONSTRAINTS), by_oid(INDEXES)
-    policies, triggers, sequences = by_oid(POLICIES), by_oid(TRIGGERS), by_oid(OWNED_SEQUENCES)
+    policies, triggers, sequences = by_oid(POLICIES), by_oid(TRIGGERS), by_oid(COLUMN_SEQUENCES)
     refs = {r[0]: TableRef(r[1], r[2]) for r in rows}
     known = set(refs.values())
 
     tables: list[Table] = []
     fks: list[ForeignKey] = []
     external: list[ForeignKey] = []
-    for oid, _schema, _name, partitioned, rls, forced, comment in rows:
+    for oid, _schema, _name, partitioned, rls, forced, comment, estimated_rows in rows:
         ref = refs[oid]
         primary_key: tuple[str, ...] = ()
         for contype, conname, deferrable, definition, cols, pschema, pname, pcols in constraints[oid]:
@@ -467,10 +533,26 @@ def read_catalog(conn: psycopg.Connection, table_filter: TableFilter | None = No
                            for n, cmd, perm, roles, using, check in policies[oid]),
             indexes=tuple(Index(n, d, u, p, am, con, tuple(keys)) for n, d, u, p, am, con, keys in indexes[oid]),
             triggers=tuple(Trigger(n, e, d) for n, e, d in triggers[oid]),
-            sequences=tuple(OwnedSequence(TableRef(s, n), col, ident) for s, n, col, ident in sequences[oid]),
+            sequences=tuple(ColumnSequence(TableRef(s, n), col, ident, owned) for s, n, col, ident, owned in sequences[oid]),
             comment=comment,
+            estimated_rows=estimated_rows,
         ))
-    return Catalog(tuple(tables), tuple(fks), tuple(external), version, table_filter)
+    views = read_materialized_views(cur, table_filter)
+    return Catalog(tuple(tables), tuple(fks), tuple(external), version, table_filter, views)
+
+
+def read_materialized_views(cur: psycopg.Cursor, table_filter: TableFilter) -> tuple[MaterializedView, ...]:
+    found: dict[TableRef, tuple[bool, list[TableRef]]] = {}
+    for schema, name, populated, read_schema, read_name in cur.execute(
+        MATERIALIZED_VIEWS, {"schemas": list(table_filter.schemas)}
+    ).fetchall():
+        ref = TableRef(schema, name)
+        if not table_filter.admits(ref):
+            continue
+        reads = found.setdefault(ref, (populated, []))[1]
+        if read_name is not None:
+            reads.append(TableRef(read_schema, read_name))
+    return tuple(MaterializedView(ref, tuple(reads), populated) for ref, (populated, reads) in found.items())
 
 
 def resolve_tables(catalog: Catalog, names: Iterable[str]) -> tuple[TableRef, ...]:

@@ -9,6 +9,7 @@ all come from `CHECKS`. pandas is used only for the sample rows shown with a fai
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol
@@ -18,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from .catalog import Catalog, ForeignKey, Index, Table, TableFilter, TableRef, read_catalog
-from .copy import TableCopy, copy_format, pump
+from .copy import TableCopy, copy_format, count_rows, pump
 from .endpoint import Endpoint
 from .errors import BlockingCheckError
 
@@ -28,7 +29,6 @@ SAMPLE_LIMIT = 10
 SNAPSHOT_BASIS = "snapshot"
 LIVE_BASIS = "live: current target against current source, no refresh in this run"
 
-COUNT_ROWS = sql.SQL("SELECT count(*) FROM {table}")
 ORPHANS = sql.SQL(
     "SELECT {child_columns}, count(*) OVER () FROM {child} c "
     "WHERE {all_set} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {matches}) LIMIT {limit}"
@@ -37,7 +37,9 @@ SEQUENCE_STATE = sql.SQL(
     "SELECT s.last_value, s.is_called, q.seqincrement FROM {sequence} s, pg_sequence q "
     "WHERE q.seqrelid = %s::regclass"
 )
-COLUMN_MAX = sql.SQL("SELECT max({column}) FROM {table}")
+COLUMN_EXTREME = sql.SQL("SELECT {extreme}({column}) FROM {table}")
+# Column types a sequence's values compare with; a default like 'INV-' || nextval(...) has none.
+NUMERIC_TYPES = re.compile(r"^(smallint|integer|bigint|numeric(\(.*\))?)$")
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class CheckSubject:
     source_catalog: Catalog
     facts: SourceFacts
     basis: Mapping[str, Any]
+    rls_expected: tuple[str, ...] = ()  # schema.table patterns whose RLS must be on
 
     @property
     def ref(self) -> TableRef:
@@ -114,10 +117,6 @@ class CheckSubject:
 
 
 # --- the checks -----------------------------------------------------------------------------
-
-def count_rows(conn: psycopg.Connection, ref: TableRef) -> int:
-    return conn.execute(COUNT_ROWS.format(table=ref.ident())).fetchone()[0]
-
 
 def row_count(s: CheckSubject) -> CheckOutcome:
     actual, expected = count_rows(s.conn, s.ref), s.facts.rows(s.source)
@@ -176,11 +175,18 @@ def rls(s: CheckSubject) -> CheckOutcome:
                 "source_policies": len(source.policies), "target_policies": len(target.policies)}
     if differences:
         return s.outcome("rls", False, f"{s.ref}: " + "; ".join(differences), **metadata)
-    if not source.rls_enabled:
+    if source.rls_enabled:
+        return s.outcome("rls", True, f"{s.ref}: RLS on, {len(source.policies)} policies equal on both sides", **metadata)
+    neighbours = [t for t in s.source_catalog.tables if t.ref.schema == s.ref.schema and t.rls_enabled]
+    expected = [p for p in s.rls_expected if fnmatch.fnmatchcase(str(s.ref), p)]
+    if neighbours or expected:
+        why = (f"{len(neighbours)} other tables in schema {s.ref.schema} use it" if neighbours
+               else f"MUVA_RLS_EXPECTED lists it ({', '.join(expected)})")
         return CheckOutcome("rls", s.ref, False,
-                            f"{s.ref}: RLS is off on the source and the target; its rows are open to every role",
-                            metadata, severity=WARN)
-    return s.outcome("rls", True, f"{s.ref}: RLS on, {len(source.policies)} policies equal on both sides", **metadata)
+                            f"{s.ref}: RLS is off on the source and the target, while {why}; "
+                            "its rows are open to every role", metadata, severity=WARN)
+    return s.outcome("rls", True, f"{s.ref}: RLS is not used in schema {s.ref.schema}; equal on both sides",
+                     rls_in_schema=f"not used in schema {s.ref.schema}", **metadata)
 
 
 def normalized_index(index: Index) -> str:
@@ -222,20 +228,27 @@ def content(s: CheckSubject) -> CheckOutcome:
 
 
 def sequences(s: CheckSubject) -> CheckOutcome:
-    table = s.target
+    """Each sequence the table's columns use, owned or only named in a default, hands out a value
+    past the column's values: above the max, or below the min for a descending sequence."""
     behind = []
-    metadata: dict[str, Any] = {"sequences": len(table.sequences)}
-    for owned in table.sequences:
+    metadata: dict[str, Any] = {"sequences": len(s.target.sequences)}
+    for used in s.target.sequences:
         last_value, is_called, increment = s.conn.execute(
-            SEQUENCE_STATE.format(sequence=owned.sequence.ident()), (owned.sequence.ident().as_string(s.conn),)
+            SEQUENCE_STATE.format(sequence=used.sequence.ident()), (used.sequence.ident().as_string(s.conn),)
         ).fetchone()
         next_value = last_value + increment if is_called else last_value
-        top = s.conn.execute(COLUMN_MAX.format(column=sql.Identifier(owned.column), table=table.ref.ident())).fetchone()[0]
-        metadata[f"next.{owned.column}"] = next_value
-        metadata[f"max.{owned.column}"] = top if top is not None else "(empty)"
-        if top is not None and (next_value <= top if increment > 0 else False):
-            behind.append(f"{owned.sequence} would hand out {next_value}, but {owned.column} already reaches {top}")
-    summary = (f"{s.ref}: {len(table.sequences)} sequences ahead of their columns" if not behind else
+        metadata[f"next.{used.column}"] = next_value
+        column = s.target.column(used.column)
+        extreme = "max" if increment > 0 else "min"
+        if column is None or not NUMERIC_TYPES.match(column.type):
+            metadata[f"{extreme}.{used.column}"] = "not comparable: the default wraps nextval in an expression"
+            continue
+        top = s.conn.execute(COLUMN_EXTREME.format(
+            extreme=sql.SQL(extreme), column=sql.Identifier(used.column), table=s.ref.ident())).fetchone()[0]
+        metadata[f"{extreme}.{used.column}"] = top if top is not None else "(empty)"
+        if top is not None and (next_value <= top if increment > 0 else next_value >= top):
+            behind.append(f"{used.sequence} would hand out {next_value}, but {used.column} already reaches {top}")
+    summary = (f"{s.ref}: {len(s.target.sequences)} sequences ahead of their columns" if not behind else
                f"{s.ref}: " + "; ".join(behind))
     return s.outcome("sequences", not behind, summary, **metadata)
 
@@ -259,12 +272,18 @@ CHECKS: tuple[Check, ...] = (
     Check("row_count", ERROR, True, "Target row count equals the source's at the copied snapshot.", row_count),
     Check("no_orphans", ERROR, True,
           "No target row lacks its FK parent (MATCH SIMPLE: rows with a NULL FK column are skipped).", no_orphans),
-    Check("rls", ERROR, False, "RLS flags and policies are equal on source and target; WARN where RLS is off on both.", rls),
+    Check("rls", ERROR, False,
+          "RLS flags and policies are equal on source and target; WARN where RLS is off on both while "
+          "other tables of the schema use it (or MUVA_RLS_EXPECTED lists the table).", rls),
     Check("unique_indexes", ERROR, False,
           "The target has every unique index and constraint of the source, by definition.", unique_indexes),
     Check("indexes", WARN, False, "The target has every other index of the source (HNSW and GIN included).", indexes),
-    Check("content", ERROR, False, "A key-ordered hash of the target equals the source's at the snapshot.", content),
-    Check("sequences", ERROR, False, "Every serial/identity sequence on the target is past its column's max.", sequences),
+    Check("content", ERROR, False,
+          "A hash of the target equals the COPY stream's at the snapshot: key-ordered, or over the rows in any "
+          "order for a table without a key.", content),
+    Check("sequences", ERROR, False,
+          "Every sequence the columns use, owned or only named in a default, hands out values past the column's.",
+          sequences),
 )
 CHECK_BY_NAME = {c.name: c for c in CHECKS}
 
@@ -277,19 +296,20 @@ def run_checks(checks: Iterable[Check], subject: CheckSubject) -> list[CheckOutc
     return [check.run(subject) for check in checks]
 
 
-def snapshot_subject(conn: psycopg.Connection, copy: TableCopy) -> CheckSubject:
+def snapshot_subject(conn: psycopg.Connection, copy: TableCopy, rls_expected: tuple[str, ...] = ()) -> CheckSubject:
     basis = {"basis": SNAPSHOT_BASIS, "snapshot_id": copy.snapshot_id}
-    return CheckSubject(conn, copy.source, copy.target, copy.source_catalog, SnapshotFacts(copy), basis)
+    return CheckSubject(conn, copy.source, copy.target, copy.source_catalog, SnapshotFacts(copy), basis, rls_expected)
 
 
 class Verifier:
     """Collects outcomes; its `gate` is what the load calls inside its transaction."""
 
-    def __init__(self) -> None:
+    def __init__(self, rls_expected: tuple[str, ...] = ()) -> None:
+        self.rls_expected = rls_expected
         self.outcomes: list[CheckOutcome] = []
 
     def gate(self, dst: psycopg.Connection, copy: TableCopy) -> None:
-        found = run_checks(checks_in(IN_LOAD), snapshot_subject(dst, copy))
+        found = run_checks(checks_in(IN_LOAD), snapshot_subject(dst, copy, self.rls_expected))
         self.outcomes += found
         failed = [o for o in found if o.fails_run]
         if failed:
@@ -303,7 +323,7 @@ class Verifier:
         conn = target.connect(read_only=True)
         try:
             for copy in copies:
-                found += run_checks(checks_in(AFTER_COMMIT), snapshot_subject(conn, copy))
+                found += run_checks(checks_in(AFTER_COMMIT), snapshot_subject(conn, copy, self.rls_expected))
                 conn.rollback()
         finally:
             conn.close()
@@ -316,6 +336,7 @@ def validate_live(
     target: Endpoint,
     wanted_by_table: Mapping[TableRef, Iterable[str]],
     table_filter: TableFilter | None = None,
+    rls_expected: tuple[str, ...] = (),
 ) -> list[CheckOutcome]:
     """Run checks without copying: the current target against the current source."""
     basis = {"basis": LIVE_BASIS}
@@ -334,7 +355,8 @@ def validate_live(
                 found += [CheckOutcome(c.name, ref, False, f"{ref} is missing on the target", basis, c.severity)
                           for c in wanted]
                 continue
-            subject = CheckSubject(dst, source_catalog.table(ref), target_table, source_catalog, facts, basis)
+            subject = CheckSubject(dst, source_catalog.table(ref), target_table, source_catalog, facts, basis,
+                                   rls_expected)
             found += run_checks(wanted, subject)
     finally:
         src.close()

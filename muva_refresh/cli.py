@@ -15,7 +15,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Sequence
 
 from .catalog import Catalog, TableRef, read_catalog, resolve_tables
 from .checks import CHECK_BY_NAME, CheckOutcome
-from .copy import CopyStats
+from .copy import CopyStats, Progress, ViewStats
 from .endpoint import Endpoint
 from .errors import EXIT_OK, RefreshError, SelectionError
 from .graph import Plan, make_plan
@@ -35,11 +35,16 @@ class Printer:
     def __init__(self, out: IO[str] | None = None, err: IO[str] | None = None):
         self.out = out or sys.stdout
         self.err = err or sys.stderr
+        self.live = False  # a progress line waits to be overwritten
 
     def line(self, text: str = "") -> None:
+        if self.live:
+            print("\r\033[K", end="", file=self.out)
+            self.live = False
         print(text, file=self.out)
 
     def error(self, text: str) -> None:
+        """`error: ` and the problem, then at most one more line: the fix."""
         print(f"error: {text}", file=self.err)
 
     def json(self, value: Any) -> None:
@@ -65,10 +70,40 @@ class Printer:
             self.line(f"FKs to tables outside the copied schemas (not copied): {len(external)}")
             for fk in external:
                 self.line(f"  {fk}")
+        self.sequences(plan)
+        if plan.views:
+            self.line("Materialized views (refreshed after the tables they read, in this order):")
+            for view in plan.views:
+                self.line(f"  {display_name(view.ref)} -> {', '.join(map(display_name, view.reads))}")
         self.line(
             f"Totals: {len(plan.catalog.tables)} tables, {plan.fk_count} foreign keys, "
-            f"{len(plan.batches)} levels"
+            f"{len(plan.batches)} levels, {len(plan.catalog.sequence_uses())} sequences, "
+            f"{len(plan.catalog.materialized_views)} materialized views"
         )
+
+    def sequences(self, plan: Plan) -> None:
+        uses = plan.catalog.sequence_uses()
+        if uses:
+            self.line("Sequences (set from the source after the load):")
+        for sequence, users in uses.items():
+            columns = ", ".join(f"{display_name(ref)}.{u.column}{'' if u.owned else ' (default only)'}"
+                                for ref, u in users)
+            skipped = "" if sequence.schema in plan.catalog.schemas else (
+                f"  NOT COPIED: schema {sequence.schema} is not configured (add it to MUVA_SCHEMAS)")
+            self.line(f"  {sequence} <- {columns}{skipped}")
+
+    def table_streaming(self, ref: TableRef, size: int, rows: int | None, estimated_rows: int) -> None:
+        """On a terminal only: how far a large table's copy has come, against pg_class's estimate."""
+        if not self.out.isatty():
+            return
+        so_far = f"{rows:,} of ~{estimated_rows:,} rows" if rows is not None else f"~{estimated_rows:,} rows in all"
+        print(f"\r\033[K  {display_name(ref):<44} {size / 1e6:>9.2f} MB so far, {so_far}",
+              end="", file=self.out, flush=True)
+        self.live = True
+
+    def view_done(self, ref: TableRef, stats: ViewStats) -> None:
+        self.line(f"  {display_name(ref):<44} {stats.rows:>10,} rows {'':>12} {stats.seconds:>7.3f} s  "
+                  "materialized view refreshed")
 
     def table_done(self, ref: TableRef, stats: CopyStats) -> None:
         self.line(
@@ -115,6 +150,19 @@ class Printer:
                       f"{e.check:<15} {verdict:<16} {summary}")
 
 
+class PrintedProgress(Progress):
+    """A line per table as it is copied, and a live one for a large table on a terminal."""
+
+    def __init__(self, out: Printer):
+        self.out = out
+
+    def copied(self, ref: TableRef, stats: CopyStats) -> None:
+        self.out.table_done(ref, stats)
+
+    def streaming(self, ref: TableRef, size: int, rows: int | None, estimated_rows: int) -> None:
+        self.out.table_streaming(ref, size, rows, estimated_rows)
+
+
 def mark(outcome: CheckOutcome | None) -> str:
     if outcome is None:
         return "-"
@@ -134,6 +182,12 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             {"name": str(ref), "level": plan.level[ref], "parents": [str(p) for p in plan.parents[ref]]}
             for batch in plan.batches for ref in batch
         ],
+        "sequences": [
+            {"name": str(sequence), "copied": sequence.schema in plan.catalog.schemas,
+             "used_by": [f"{ref}.{u.column}" for ref, u in users]}
+            for sequence, users in plan.catalog.sequence_uses().items()
+        ],
+        "materialized_views": [{"name": str(v.ref), "reads": [str(r) for r in v.reads]} for v in plan.views],
         "cycles": [[str(r) for r in cycle] for cycle in plan.cycles],
         "fk_count": plan.fk_count,
         "levels": len(plan.batches),
@@ -201,10 +255,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings, out: Printer) -> int:
     return cmd_introspect(args, dataclasses.replace(settings, source_dsn=info.source_dsn, target_dsn=info.target_dsn), out)
 
 
-def runner_for(settings: Settings) -> Runner:
+def runner_for(settings: Settings, progress: Progress | None = None) -> Runner:
     from .runs import Runner  # Dagster loads only for the commands that run jobs
 
-    return Runner(saved_catalog(settings))
+    return Runner(saved_catalog(settings), settings, progress=progress)
 
 
 def selection(runner: Runner, names: Sequence[str] | None) -> tuple[TableRef, ...] | None:
@@ -212,20 +266,22 @@ def selection(runner: Runner, names: Sequence[str] | None) -> tuple[TableRef, ..
 
 
 def cmd_refresh(args: argparse.Namespace, settings: Settings, out: Printer) -> int:
-    runner = runner_for(settings)
+    runner = runner_for(settings, None if args.json else PrintedProgress(out))
     run = runner.refresh(selection(runner, args.select), args.workers)
     if args.json:
         out.json({
             "tables": [{"name": display_name(ref), "rows": s.rows, "bytes": s.bytes, "seconds": s.seconds}
                        for ref, s in run.tables.items()],
+            "materialized_views": [{"name": display_name(ref), "rows": s.rows, "seconds": s.seconds}
+                                   for ref, s in run.views.items()],
             "checks": [outcome_json(c, run.asset_name(c.table)) for c in run.checks],
             "seconds": round(run.seconds, 3),
             "run_id": run.run_id,
             "success": run.success,
         })
     else:
-        for ref, stats in run.tables.items():
-            out.table_done(ref, stats)
+        for ref, stats in run.views.items():
+            out.view_done(ref, stats)
         if run.success:
             out.refresh_summary(run)
         out.checks(run.checks)
@@ -314,6 +370,8 @@ def ensure_dagster_home(settings: Settings) -> None:
             "# Runs and check history in SQLite here; for PostgreSQL see the repository's dagster.yaml.\n"
             "# One refresh at a time: the table assets share one pool, limited to one run.\n"
             "concurrency:\n  pools:\n    default_limit: 1\n    granularity: run\n"
+            "# Dagster's usage statistics are off; set enabled: true to send them.\n"
+            "telemetry:\n  enabled: false\n"
         )
 
 

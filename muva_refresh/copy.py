@@ -1,4 +1,5 @@
-"""The load: one exported source snapshot, truncate, COPY streaming, index rebuilds, sequences.
+"""The load: one exported source snapshot, truncate, COPY streaming, index rebuilds, sequences,
+materialized views.
 
 Everything here runs after the guards. The default load is one target transaction, so a
 failure leaves staging exactly as it was; the parallel load commits a table (or an FK cycle)
@@ -18,7 +19,7 @@ from typing import Callable, Iterator, Mapping
 import psycopg
 from psycopg import sql
 
-from .catalog import Catalog, Index, Table, TableRef
+from .catalog import Catalog, Index, MaterializedView, Table, TableRef
 from .endpoint import Endpoint, describe
 from .errors import CopyError, RefreshError
 from .graph import Plan, strongly_connected
@@ -32,6 +33,9 @@ COPY_IN = sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT {format})")
 DROP_INDEX = sql.SQL("DROP INDEX {index}")
 READ_SEQUENCE = sql.SQL("SELECT last_value, is_called FROM {sequence}")
 SET_SEQUENCE = sql.SQL("SELECT setval(%s::regclass, %s, %s)")
+REFRESH_VIEW = sql.SQL("REFRESH MATERIALIZED VIEW {view}")
+COUNT_ROWS = sql.SQL("SELECT count(*) FROM {table}")
+TICK_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -40,11 +44,17 @@ class CopyStats:
     bytes: int
     seconds: float
     format: str  # "binary" or "text"
-    digest: str  # blake2b of the key-ordered COPY stream, for comparing content later
+    digest: str  # of the COPY stream: key-ordered, or order-independent for a table without a key
 
     @property
     def mb_per_s(self) -> float:
         return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ViewStats:
+    rows: int
+    seconds: float
 
 
 # --- snapshot -------------------------------------------------------------------------------
@@ -79,7 +89,9 @@ def attach_snapshot(conn: psycopg.Connection, snapshot_id: str) -> None:
 # --- streaming ------------------------------------------------------------------------------
 
 def copy_format(table: Table, same_major: bool) -> str:
-    return "binary" if same_major and table.binary_safe else "text"
+    """Binary where both servers read it alike; text for a table without a key, whose rows are
+    hashed one by one (a text row ends at its newline)."""
+    return "binary" if same_major and table.binary_safe and table.primary_key else "text"
 
 
 def column_list(table: Table) -> sql.Composable:
@@ -87,9 +99,13 @@ def column_list(table: Table) -> sql.Composable:
 
 
 def copy_out_sql(table: Table, fmt: str) -> sql.Composed:
-    """Key-ordered, so the stream's digest can be compared with a read-back of the target."""
-    order_cols = table.primary_key or tuple(c.name for c in table.copied_columns)
-    order = sql.SQL(" ORDER BY {}").format(sql.SQL(", ").join(map(sql.Identifier, order_cols))) if order_cols else sql.SQL("")
+    """Key-ordered, so the stream's digest can be compared with a read-back of the target.
+
+    Without a key no order is total (json has none at all), so such a table is read unordered
+    and its digest does not depend on the order.
+    """
+    keys = sql.SQL(", ").join(map(sql.Identifier, table.primary_key))
+    order = sql.SQL(" ORDER BY {}").format(keys) if table.primary_key else sql.SQL("")
     return COPY_OUT.format(columns=column_list(table), table=table.ref.ident(), order=order, format=sql.SQL(fmt.upper()))
 
 
@@ -97,11 +113,42 @@ def copy_in_sql(table: Table, fmt: str) -> sql.Composed:
     return COPY_IN.format(table=table.ref.ident(), columns=column_list(table), format=sql.SQL(fmt.upper()))
 
 
-def pump(conn: psycopg.Connection, table: Table, fmt: str, sink: Callable[[memoryview], object] | None = None) -> CopyStats:
-    """Read the key-ordered COPY stream of `table` on `conn`, hashing each block as it passes to `sink`."""
+class UnorderedDigest:
+    """The sum of per-row hashes mod 2**128: equal multisets of rows hash equal, in any order."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.tail = b""
+
+    def update(self, block: bytes | memoryview) -> None:
+        rows = (self.tail + bytes(block)).split(b"\n")
+        self.tail = rows.pop()  # a row the next block finishes
+        for row in rows:
+            self.total += int.from_bytes(hashlib.blake2b(row, digest_size=16).digest(), "big")
+
+    def hexdigest(self) -> str:
+        if self.tail:
+            raise ValueError("the COPY stream ended inside a row")
+        return f"{self.total % 2**128:032x}"
+
+
+def stream_digest(table: Table) -> "hashlib.blake2b | UnorderedDigest":
+    return hashlib.blake2b(digest_size=16) if table.primary_key else UnorderedDigest()
+
+
+def pump(
+    conn: psycopg.Connection,
+    table: Table,
+    fmt: str,
+    sink: Callable[[memoryview], object] | None = None,
+    tick: Callable[[int, "int | None"], None] | None = None,
+) -> CopyStats:
+    """Read the COPY stream of `table` on `conn`, hashing each block as it passes to `sink`;
+    `tick` hears the bytes (and text rows) so far, at most every TICK_SECONDS."""
     started = time.perf_counter()
-    digest = hashlib.blake2b(digest_size=16)
-    size = 0
+    next_tick = started + TICK_SECONDS  # a table that takes less never ticks
+    digest = stream_digest(table)
+    size = rows = 0
     cur = conn.cursor()
     with cur.copy(copy_out_sql(table, fmt)) as out:
         for block in out:
@@ -109,24 +156,55 @@ def pump(conn: psycopg.Connection, table: Table, fmt: str, sink: Callable[[memor
             size += len(block)
             if sink is not None:
                 sink(block)
+            if tick is not None:
+                rows += bytes(block).count(b"\n") if fmt == "text" else 0
+                if time.perf_counter() >= next_tick:
+                    tick(size, rows if fmt == "text" else None)
+                    next_tick = time.perf_counter() + TICK_SECONDS
     return CopyStats(cur.rowcount, size, time.perf_counter() - started, fmt, digest.hexdigest())
 
 
-def stream_table(src: psycopg.Connection, dst: psycopg.Connection, table: Table, fmt: str) -> CopyStats:
+def stream_table(src: psycopg.Connection, dst: psycopg.Connection, table: Table, fmt: str,
+                 tick: Callable[[int, "int | None"], None] | None = None) -> CopyStats:
     """COPY TO STDOUT -> COPY FROM STDIN, block by block; psycopg's writer queue bounds memory."""
     with dst.cursor().copy(copy_in_sql(table, fmt)) as into:
-        return pump(src, table, fmt, into.write)
+        return pump(src, table, fmt, into.write, tick)
 
 
-def sync_sequences(src: psycopg.Connection, dst: psycopg.Connection, source_table: Table, target_table: Table) -> None:
-    """Set each serial/identity sequence on the target from the source's."""
-    target_seq = {s.column: s.sequence for s in target_table.sequences}
-    for owned in source_table.sequences:
-        dest = target_seq.get(owned.column)
-        if dest is None:
-            continue  # a column without a sequence on the target was already reported as drift, or is fine
-        last_value, is_called = src.execute(READ_SEQUENCE.format(sequence=owned.sequence.ident())).fetchone()
-        dst.execute(SET_SEQUENCE, (dest.ident().as_string(dst), last_value, is_called))
+def count_rows(conn: psycopg.Connection, ref: TableRef) -> int:
+    return conn.execute(COUNT_ROWS.format(table=ref.ident())).fetchone()[0]
+
+
+def sequence_pairs(plan: Plan, target_catalog: Catalog) -> list[tuple[TableRef, TableRef]]:
+    """(source sequence, target sequence) for every sequence the selected tables use, owned or
+    not, each target sequence once; a sequence in a schema that is not configured is left alone."""
+    pairs: dict[TableRef, TableRef] = {}
+    for sequence, uses in plan.catalog.sequence_uses(plan.selected).items():
+        if sequence.schema not in plan.catalog.schemas:
+            continue  # the plan says so
+        for ref, used in uses:
+            on_target = {u.sequence for u in target_catalog.table(ref).sequences if u.column == used.column}
+            dest = sequence if sequence in on_target else next(iter(on_target)) if len(on_target) == 1 else None
+            if dest is not None:
+                pairs.setdefault(dest, sequence)
+    return [(source_seq, target_seq) for target_seq, source_seq in pairs.items()]
+
+
+def sync_sequences(src: psycopg.Connection, dst: psycopg.Connection, pairs: list[tuple[TableRef, TableRef]]) -> None:
+    """Set each target sequence from its source sequence (setval is not transactional: call it last)."""
+    for source_seq, target_seq in pairs:
+        last_value, is_called = src.execute(READ_SEQUENCE.format(sequence=source_seq.ident())).fetchone()
+        dst.execute(SET_SEQUENCE, (target_seq.ident().as_string(dst), last_value, is_called))
+
+
+def refresh_views(dst: psycopg.Connection, views: list[MaterializedView]) -> dict[TableRef, ViewStats]:
+    """REFRESH each view in the given (dependency) order, inside the caller's transaction."""
+    done = {}
+    for view in views:
+        started = time.perf_counter()
+        dst.execute(REFRESH_VIEW.format(view=view.ref.ident()))
+        done[view.ref] = ViewStats(count_rows(dst, view.ref), time.perf_counter() - started)
+    return done
 
 
 def rebuilt_indexes(table: Table) -> tuple[Index, ...]:
@@ -153,10 +231,38 @@ class TableCopy:
 
 
 ProgressFn = Callable[[TableRef, CopyStats], None]
+# (table, bytes so far, rows so far or None where the format does not show them, pg_class's
+# estimate of the rows); at most twice a second, for a table that takes longer than that.
+StreamFn = Callable[[TableRef, int, "int | None", int], None]
 # Called inside the load transaction with the target connection; raising rolls the load back.
 # The blocking checks plug in here.
 GateFn = Callable[[psycopg.Connection, TableCopy], None]
-Loaded = tuple[dict[TableRef, CopyStats], dict[TableRef, str]]  # (copied, failed with the reason)
+
+
+class Progress:
+    """Where a run's progress goes besides the Dagster log; the default says nothing."""
+
+    def copied(self, ref: TableRef, stats: CopyStats) -> None:
+        pass
+
+    def streaming(self, ref: TableRef, size: int, rows: int | None, estimated_rows: int) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the caller hears during the load."""
+
+    on_table: ProgressFn | None = None  # a table is copied (readers see it only at COMMIT)
+    on_stream: StreamFn | None = None  # a large table is still being copied
+    gate: GateFn | None = None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    tables: dict[TableRef, CopyStats]
+    failed: dict[TableRef, str]  # with the reason; only the parallel load reports failures here
+    views: dict[TableRef, ViewStats]
 
 
 @dataclass(frozen=True)
@@ -168,8 +274,7 @@ class Load:
     source: Endpoint
     target: Endpoint
     snapshot_id: str
-    on_table: ProgressFn | None
-    gate: GateFn | None
+    hooks: Hooks
 
     @property
     def same_major(self) -> bool:
@@ -179,26 +284,37 @@ class Load:
         dst.execute(TRUNCATE.format(tables=sql.SQL(", ").join(r.ident() for r in self.plan.selected)))
 
     def copy_one(self, src: psycopg.Connection, dst: psycopg.Connection, ref: TableRef) -> CopyStats:
-        """Inside the caller's transaction: drop plain indexes, stream, rebuild them, set sequences."""
+        """Inside the caller's transaction: drop plain indexes, stream, rebuild them."""
         started = time.perf_counter()
         table = self.plan.catalog.table(ref)
-        target_table = self.target_catalog.table(ref)
-        deferred = rebuilt_indexes(target_table)
+        deferred = rebuilt_indexes(self.target_catalog.table(ref))
         for index in deferred:
             dst.execute(DROP_INDEX.format(index=sql.Identifier(ref.schema, index.name)))
-        stats = stream_table(src, dst, table, copy_format(table, self.same_major))
+        on_stream = self.hooks.on_stream
+        tick = (lambda size, rows: on_stream(ref, size, rows, table.estimated_rows)) if on_stream else None
+        stats = stream_table(src, dst, table, copy_format(table, self.same_major), tick)
         for index in deferred:
             dst.execute(sql.SQL(index.definition))  # pg_get_indexdef's own text, quoted by the server
-        sync_sequences(src, dst, table, target_table)
         return replace(stats, seconds=time.perf_counter() - started)  # the whole table, rebuilds included
 
+    def copied(self, ref: TableRef, stats: CopyStats) -> None:
+        if self.hooks.on_table:
+            self.hooks.on_table(ref, stats)
+
     def run_gate(self, dst: psycopg.Connection, copied: Mapping[TableRef, CopyStats]) -> None:
-        if self.gate:
+        if self.hooks.gate:
             for ref, stats in copied.items():
-                self.gate(dst, table_copy(self.plan.catalog, self.target_catalog, ref, stats, self.snapshot_id))
+                self.hooks.gate(dst, table_copy(self.plan.catalog, self.target_catalog, ref, stats, self.snapshot_id))
+
+    def finish(self, src: psycopg.Connection, dst: psycopg.Connection) -> dict[TableRef, ViewStats]:
+        """After every table: the materialized views that read them, then the sequences (setval
+        cannot be rolled back, so it comes last)."""
+        views = refresh_views(dst, self.plan.views)
+        sync_sequences(src, dst, sequence_pairs(self.plan, self.target_catalog))
+        return views
 
     def atomically(self, src: psycopg.Connection, dst: psycopg.Connection) -> Loaded:
-        """One target transaction: truncate, copy every table, gate, commit; or roll it all back."""
+        """One target transaction: truncate, copy every table, gate, views, sequences, commit; or roll it all back."""
         done: dict[TableRef, CopyStats] = {}
         try:
             with dst.transaction():
@@ -207,18 +323,18 @@ class Load:
                 for batch in self.plan.batches:
                     for ref in batch:
                         done[ref] = self.copy_one(src, dst, ref)
-                        if self.on_table:
-                            self.on_table(ref, done[ref])  # progress; visible to readers only at COMMIT
+                        self.copied(ref, done[ref])
                 self.run_gate(dst, done)  # after the last table, so a cycle's members are all loaded
+                views = self.finish(src, dst)
         except psycopg.Error as exc:
-            where = next((r for b in self.plan.batches for r in b if r not in done), None)
+            where = next((r for b in self.plan.batches for r in b if r not in done), "the materialized views")
             raise CopyError(
                 f"copy failed at {where}: {describe(exc, self.source, self.target)}; "
                 "the target was rolled back and is unchanged"
             ) from None
-        return done, {}
+        return Loaded(done, {}, views)
 
-    def in_parallel(self, dst: psycopg.Connection, workers: int) -> Loaded:
+    def in_parallel(self, src: psycopg.Connection, dst: psycopg.Connection, workers: int) -> Loaded:
         """Level by level on `workers` connection pairs that import the snapshot; a transaction per unit."""
         with dst.transaction():
             self.truncate(dst)
@@ -238,8 +354,7 @@ class Load:
                     with lock:  # callbacks run one at a time, so they need not be thread-safe
                         done.update(stats)
                         for ref, s in stats.items():
-                            if self.on_table:
-                                self.on_table(ref, s)
+                            self.copied(ref, s)
                 except (psycopg.Error, RefreshError) as exc:
                     with lock:
                         failed.update((ref, describe(exc, self.source, self.target)) for ref in unit)
@@ -252,8 +367,9 @@ class Load:
                     parents = {t: tuple(p for p in self.plan.parents[t] if p in batch) for t in batch}
                     list(pool.map(load_unit, strongly_connected(list(batch), parents)))
                     if failed:
-                        break  # deeper levels would point at what failed to load
-        return done, failed
+                        return Loaded(done, failed, {})  # deeper levels would point at what failed to load
+        with dst.transaction():
+            return Loaded(done, failed, self.finish(src, dst))
 
 
 def table_copy(source: Catalog, target: Catalog, ref: TableRef, stats: CopyStats, snapshot_id: str) -> TableCopy:

@@ -6,9 +6,10 @@ import dagster as dg
 
 from .assets import TableTranslator, build_table_assets
 from .catalog import Catalog
+from .copy import Progress
 from .resources import default_resources
 from .sensors import build_deploy_sensor
-from .settings import DEFAULT_MARKER_SQL, Settings
+from .settings import Settings
 
 REFRESH_JOB = "refresh_staging"
 VALIDATE_JOB = "validate_staging"
@@ -16,10 +17,13 @@ VALIDATE_JOB = "validate_staging"
 
 def build_definitions(
     catalog: Catalog,
+    settings: Settings | None = None,
     translator: TableTranslator | None = None,
-    deploy_marker_sql: str = DEFAULT_MARKER_SQL,
+    progress: Progress | None = None,
 ) -> dg.Definitions:
-    table_assets = build_table_assets(catalog, translator or TableTranslator())
+    """`progress` hears of each table as it is copied, in-process, besides the run's own log."""
+    settings = settings or Settings.load()
+    table_assets = build_table_assets(catalog, translator or TableTranslator(), settings.rls_expected)
     refresh_staging = dg.define_asset_job(
         REFRESH_JOB,
         selection=dg.AssetSelection.assets(table_assets),
@@ -33,8 +37,8 @@ def build_definitions(
     return dg.Definitions(
         assets=[table_assets],
         jobs=[refresh_staging, validate_staging],
-        sensors=[build_deploy_sensor(catalog, REFRESH_JOB, deploy_marker_sql)],
-        resources=default_resources(),
+        sensors=[build_deploy_sensor(catalog, REFRESH_JOB, settings.deploy_marker_sql)],
+        resources=default_resources(progress),
         # One step per run already; in-process spares the ~2 s process start-up per step.
         executor=dg.in_process_executor,
     )
@@ -45,4 +49,4 @@ def defs() -> dg.Definitions:
     """Loaded lazily by Dagster, so importing this module never reads the state file."""
     settings = Settings.load()
     catalog = Catalog.load(settings.state_path, settings.table_filter)
-    return build_definitions(catalog, deploy_marker_sql=settings.deploy_marker_sql)
+    return build_definitions(catalog, settings)

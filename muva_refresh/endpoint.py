@@ -13,6 +13,11 @@ from .errors import ConfigError
 from .settings import DSN_VARS
 
 READ_ONLY_SESSION = sql.SQL("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+# Text COPY and the content hash depend on how values are written out: both sides write alike,
+# whatever each server's defaults.
+TEXT_SETTINGS = sql.SQL(
+    "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1"
+)
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,13 @@ class Endpoint:
 
     def connect(self, *, read_only: bool) -> psycopg.Connection:
         if not self.dsn:
-            raise ConfigError(f"no DSN for the {self.role}; set {DSN_VARS.get(self.role, 'its DSN')}")
+            raise ConfigError(f"no DSN for the {self.role}", f"set {DSN_VARS.get(self.role, 'its DSN')}")
         try:
             conn = psycopg.connect(self.dsn, application_name=f"muva_refresh {self.role}")
         except psycopg.Error as exc:
             raise ConfigError(f"cannot connect to the {self}: {describe(exc, self)}") from None
+        conn.execute(TEXT_SETTINGS)
+        conn.commit()
         if read_only:
             # Session-wide: even a statement sent outside our transactions cannot write.
             conn.execute(READ_ONLY_SESSION)

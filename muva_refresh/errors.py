@@ -8,9 +8,12 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 class RefreshError(Exception):
-    """A problem the operator can fix; the message says which table or column and what to do."""
+    """A problem the operator can fix: one line that names the table or column, and one with the fix."""
 
     exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, fix: str | None = None):
+        super().__init__(message if fix is None else f"{message}\nfix: {fix}")
 
 
 class ConfigError(RefreshError):

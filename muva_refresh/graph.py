@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from .catalog import Catalog, ForeignKey, TableRef
+from .catalog import Catalog, ForeignKey, MaterializedView, TableRef
 from .errors import SelectionError
 
 
@@ -113,6 +113,29 @@ def downstream_closure(selected: Iterable[TableRef], fks: Iterable[ForeignKey]) 
     return seen
 
 
+def views_in_order(views: Iterable[MaterializedView]) -> list[MaterializedView]:
+    """Each materialized view after the views it reads (views cannot form a cycle)."""
+    pending = {v.ref: v for v in views}
+    ordered: list[MaterializedView] = []
+    while pending:
+        ready = [v for ref, v in sorted(pending.items()) if not any(r in pending and r != ref for r in v.reads)]
+        ordered += ready
+        for view in ready:
+            del pending[view.ref]
+    return ordered
+
+
+def views_to_refresh(views: Iterable[MaterializedView], copied: Iterable[TableRef]) -> list[MaterializedView]:
+    """The views that read a copied table, directly or through another such view, in order."""
+    stale = set(copied)
+    ordered = []
+    for view in views_in_order(views):
+        if stale.intersection(view.reads):
+            stale.add(view.ref)
+            ordered.append(view)
+    return ordered
+
+
 @dataclass(frozen=True)
 class Plan:
     """What one refresh does: which tables, on which level, in which order."""
@@ -129,6 +152,10 @@ class Plan:
         return [b for b in (tuple(t for t in batch if t in chosen) for batch in load_batches(self.level)) if b]
 
     @property
+    def views(self) -> list[MaterializedView]:
+        return views_to_refresh(self.catalog.materialized_views, self.selected)
+
+    @property
     def fk_count(self) -> int:
         return len(self.catalog.foreign_keys)
 
@@ -141,10 +168,10 @@ def make_plan(catalog: Catalog, selected: Iterable[TableRef] | None = None) -> P
         raise SelectionError("the selection is empty; name at least one table")
     missing = downstream_closure(chosen, catalog.foreign_keys) - set(chosen)
     if missing:
+        names = ", ".join(map(str, sorted(missing)))
         raise SelectionError(
-            "the selection would empty tables that other tables reference; add "
-            + ", ".join(map(str, sorted(missing)))
-            + " to the selection (they have FKs into the selected tables)"
+            f"the selection would leave rows of {names} pointing at emptied tables; nothing was touched",
+            f"add {names} to the selection",
         )
     return Plan(
         catalog=catalog,

@@ -38,8 +38,8 @@ def guard_distinct(source: Endpoint, target: Endpoint, src: psycopg.Connection, 
     same = src.execute(SERVER_IDENTITY).fetchone() == dst.execute(SERVER_IDENTITY).fetchone()
     if source.dsn == target.dsn or same:
         raise UnsafeTargetError(
-            f"the target is the source ({target} reaches the same database as {source}); "
-            "point MUVA_TARGET_DSN at staging"
+            f"the target is the source ({target} reaches the same database as {source}); nothing was touched",
+            "point MUVA_TARGET_DSN at staging",
         )
 
 
@@ -52,7 +52,8 @@ def guard_single_refresh(target: Endpoint, dst: psycopg.Connection) -> None:
     dst.rollback()
     who = f" (backend pid {holder[0]}, {holder[1] or 'unnamed'}, since {holder[2]})" if holder else ""
     raise ConcurrentRefreshError(
-        f"another refresh is running against the {target}{who}; wait for it to finish, nothing was touched"
+        f"another refresh is running against the {target}{who}; nothing was touched",
+        "wait for it to finish, then run the refresh again",
     )
 
 
@@ -61,8 +62,9 @@ def guard_unchanged(saved: Catalog, live: Catalog) -> None:
     changes = catalog_drift(saved, live)
     if changes:
         raise SchemaDriftError(
-            "the source schema changed since the catalog state was saved: " + "; ".join(changes[:10])
-            + ". Run `muva-refresh introspect` and reload the code location; nothing was touched"
+            "the source schema changed since the catalog state was saved: " + "; ".join(listed(changes, 10))
+            + "; nothing was touched",
+            "run `muva-refresh introspect`, and reload the code location in the UI",
         )
 
 
@@ -75,10 +77,12 @@ def guard_schema(plan: Plan, target_catalog: Catalog) -> None:
             problems.append(f"table {ref} is missing on the target")
         else:
             problems.extend(column_drift(plan.catalog.table(ref), target_table))
+    on_target = {v.ref for v in target_catalog.materialized_views}
+    problems += [f"materialized view {v.ref} is missing on the target" for v in plan.views if v.ref not in on_target]
     if problems:
         raise SchemaDriftError(
-            "source and target schemas differ; migrate staging first, nothing was touched:\n  "
-            + "\n  ".join(listed(problems))
+            "source and target schemas differ: " + "; ".join(listed(problems)) + "; nothing was touched",
+            "migrate staging to production's schema first",
         )
 
 
@@ -109,5 +113,6 @@ def guard_rls_bypass(plan: Plan, conns: Mapping[Endpoint, psycopg.Connection]) -
             shown = ", ".join(listed(guarded, 5)).replace(", ...", " ...")
             raise ConfigError(
                 f"role {user!r} on the {endpoint.role} cannot bypass row-level security, so its copy of "
-                f"{shown} would silently miss rows; connect as a role with BYPASSRLS (on Supabase: postgres)"
+                f"{shown} would silently miss rows; nothing was touched",
+                "connect as a role with BYPASSRLS (on Supabase: postgres)",
             )

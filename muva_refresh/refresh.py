@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import psycopg
 
 from .catalog import Catalog, TableFilter, TableRef, read_catalog
-from .copy import CopyStats, GateFn, Load, ProgressFn, TableCopy, exported_snapshot, table_copy
+from .copy import CopyStats, GateFn, Hooks, Load, ProgressFn, StreamFn, TableCopy, ViewStats, exported_snapshot, table_copy
 from .endpoint import Endpoint
 from .errors import ConfigError, CopyError
-from .graph import Plan, make_plan
+from .copy import refresh_views
+from .graph import Plan, make_plan, views_in_order
 from .guards import guard_distinct, guard_rls_bypass, guard_schema, guard_single_refresh, guard_unchanged
 
 
@@ -46,6 +47,7 @@ class RefreshReport:
     snapshot_id: str
     tables: Mapping[TableRef, CopyStats]
     failed: Mapping[TableRef, str]
+    views: Mapping[TableRef, ViewStats]  # the materialized views refreshed after the tables they read
     seconds: float
     source_catalog: Catalog  # as read inside the snapshot
     target_catalog: Catalog
@@ -86,12 +88,14 @@ def refresh(
     options: RefreshOptions = RefreshOptions(),
     *,
     on_table: ProgressFn | None = None,
+    on_stream: StreamFn | None = None,
     gate: GateFn | None = None,
 ) -> RefreshReport:
     """Copy the selected tables from one snapshot of the source into the target.
 
-    `on_table` hears of each copied table; `gate` runs inside the load and rolls it back by
-    raising. Failures of the parallel mode come back in `report.failed`; call `raise_for_failures()`.
+    `on_table` hears of each copied table and `on_stream` of a large one still copying; `gate`
+    runs inside the load and rolls it back by raising. Failures of the parallel mode come back
+    in `report.failed`; call `raise_for_failures()`.
     """
     if options.workers < 1:
         raise ConfigError(f"workers must be at least 1, got {options.workers}")
@@ -100,19 +104,36 @@ def refresh(
         dst = target.connect(read_only=False)
         try:
             plan, target_catalog = guarded_plan(source, target, src, dst, options)
-            load = Load(plan, target_catalog, source, target, snapshot_id, on_table, gate)
-            tables, failed = load.atomically(src, dst) if options.workers == 1 else load.in_parallel(dst, options.workers)
+            load = Load(plan, target_catalog, source, target, snapshot_id, Hooks(on_table, on_stream, gate))
+            loaded = load.atomically(src, dst) if options.workers == 1 else load.in_parallel(src, dst, options.workers)
         finally:
             dst.close()
     return RefreshReport(
         snapshot_id=snapshot_id,
-        tables=tables,
-        failed=failed,
+        tables=loaded.tables,
+        failed=loaded.failed,
+        views=loaded.views,
         seconds=time.perf_counter() - started,
         source_catalog=plan.catalog,
         target_catalog=target_catalog,
         atomic=options.workers == 1,
     )
+
+
+def refresh_views_only(
+    source: Endpoint, target: Endpoint, catalog: Catalog, refs: Iterable[TableRef]
+) -> dict[TableRef, ViewStats]:
+    """Refresh the chosen materialized views from what the target holds now, copying nothing."""
+    chosen = set(refs)
+    src, dst = source.connect(read_only=True), target.connect(read_only=False)
+    try:
+        guard_distinct(source, target, src, dst)
+        guard_single_refresh(target, dst)
+        with dst.transaction():
+            return refresh_views(dst, [v for v in views_in_order(catalog.materialized_views) if v.ref in chosen])
+    finally:
+        src.close()
+        dst.close()
 
 
 def guarded_plan(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from .copy import Progress
 from .endpoint import Endpoint
 from .settings import SOURCE_DSN_VAR, TARGET_DSN_VAR
 
@@ -18,8 +19,10 @@ class PostgresDatabase(dg.ConfigurableResource):
         return Endpoint(self.role, self.dsn)
 
 
-def default_resources() -> dict[str, PostgresDatabase]:
+def default_resources(progress: Progress | None = None) -> dict[str, object]:
     return {
         "source": PostgresDatabase(dsn=dg.EnvVar(SOURCE_DSN_VAR), role="source"),
         "target": PostgresDatabase(dsn=dg.EnvVar(TARGET_DSN_VAR), role="target"),
+        # The run log has a line per table; the CLI adds its own printer.
+        "progress": progress or Progress(),
     }

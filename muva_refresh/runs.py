@@ -13,12 +13,14 @@ import dagster as dg
 from .assets import TABLE_ASSETS_NAME, TableKeys, TableTranslator
 from .catalog import Catalog, TableRef
 from .checks import CHECKS, CheckOutcome
-from .copy import CopyStats
+from .copy import CopyStats, Progress, ViewStats
 from .definitions import REFRESH_JOB, VALIDATE_JOB, build_definitions
 from .errors import EXIT_FAILED, EXIT_OK, exit_code_for
 from .graph import make_plan
+from .settings import Settings
 
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The CLI says what matters itself; the run's full log, traces included, stays in the UI.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class JobOutcome:
     run_id: str
     seconds: float
     tables: Mapping[TableRef, CopyStats]
+    views: Mapping[TableRef, ViewStats]
     checks: tuple[CheckOutcome, ...]
     failure: RunFailure | None
     keys: TableKeys
@@ -69,11 +72,13 @@ class HistoryEntry:
 class Runner:
     """The jobs of one saved catalog, run in-process on the DAGSTER_HOME instance, so the UI shows them."""
 
-    def __init__(self, catalog: Catalog, translator: TableTranslator | None = None):
+    def __init__(self, catalog: Catalog, settings: Settings | None = None, translator: TableTranslator | None = None,
+                 progress: Progress | None = None):
+        """`progress` hears of each table as a refresh copies it, besides the run's own log."""
         self.catalog = catalog
         self.translator = translator or TableTranslator()
         self.keys = self.translator.keys(catalog)
-        self.defs = build_definitions(catalog, self.translator)
+        self.defs = build_definitions(catalog, settings, self.translator, progress)
 
     def refresh(self, selected: Sequence[TableRef] | None, workers: int) -> JobOutcome:
         make_plan(self.catalog, selected)  # refuse a bad selection before Dagster starts
@@ -95,21 +100,25 @@ class Runner:
             result = job.execute_in_process(
                 instance=instance, asset_selection=keys, run_config={**QUIET, **config}, raise_on_error=False
             )
+        materialized = self.materialized(result.get_asset_materialization_events())
         return JobOutcome(
             run_id=result.run_id,
             seconds=time.perf_counter() - started,
-            tables=self.copied(result.get_asset_materialization_events()),
+            tables={ref: m for ref, m in materialized.items() if isinstance(m, CopyStats)},
+            views={ref: m for ref, m in materialized.items() if isinstance(m, ViewStats)},
             checks=tuple(self.translator.outcome(e, self.keys.table_of[e.asset_key])
                          for e in result.get_asset_check_evaluations()),
             failure=None if result.success else run_failure(result.all_events),
             keys=self.keys,
         )
 
-    def copied(self, events: Iterable[dg.DagsterEvent]) -> dict[TableRef, CopyStats]:
-        found = {}
+    def materialized(self, events: Iterable[dg.DagsterEvent]) -> dict[TableRef, CopyStats | ViewStats]:
+        found: dict[TableRef, CopyStats | ViewStats] = {}
         for event in events:
             materialization = event.step_materialization_data.materialization
-            found[self.keys.table_of[materialization.asset_key]] = self.translator.copy_stats(materialization.metadata)
+            ref = self.keys.table_of[materialization.asset_key]
+            read = self.translator.copy_stats if ref in self.catalog.by_ref else self.translator.view_stats
+            found[ref] = read(materialization.metadata)
         return found
 
     def history(self, refs: Iterable[TableRef], checks: Iterable[str], limit: int) -> list[HistoryEntry]:
@@ -143,5 +152,8 @@ def run_failure(events: Iterable[dg.DagsterEvent]) -> RunFailure:
             error = event.step_failure_data.error
             while error.cause is not None:
                 error = error.cause
-            return RunFailure(error.cls_name or "", error.message.strip())
+            # The message reads "module.Class: text"; people want the text.
+            prefix, _, text = error.message.partition(": ")
+            message = text if error.cls_name and prefix.endswith(error.cls_name) else error.message
+            return RunFailure(error.cls_name or "", message.strip())
     return RunFailure("", "the Dagster run failed; see its logs in the UI")

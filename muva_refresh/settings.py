@@ -22,6 +22,7 @@ STATE_PATH_VAR = "MUVA_STATE_PATH"
 DEMO_DIR_VAR = "MUVA_DEMO_DIR"
 DAGSTER_HOME_VAR = "DAGSTER_HOME"
 MARKER_SQL_VAR = "MUVA_DEPLOY_MARKER_SQL"
+RLS_EXPECTED_VAR = "MUVA_RLS_EXPECTED"
 DEFAULT_MARKER_SQL = "SELECT max(version)::text FROM supabase_migrations.schema_migrations"
 ENV_FILE = ".env"
 WORK_DIR = ".muva"  # state, Dagster home and demo data, under the working directory
@@ -37,6 +38,7 @@ class Settings:
     demo_dir: Path  # the embedded demo server's data
     env_file: Path
     deploy_marker_sql: str
+    rls_expected: tuple[str, ...] = ()  # schema.table patterns whose RLS must be on, with or without neighbours
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> "Settings":
@@ -59,6 +61,7 @@ class Settings:
             demo_dir=path(DEMO_DIR_VAR, f"{WORK_DIR}/pgdata"),
             env_file=here / ENV_FILE,
             deploy_marker_sql=env.get(MARKER_SQL_VAR, "").strip() or DEFAULT_MARKER_SQL,
+            rls_expected=_csv(env.get(RLS_EXPECTED_VAR, "")),
         )
 
 
@@ -96,8 +99,13 @@ def load_env_file(path: Path | None = None) -> None:
         os.environ.setdefault(key, value)
 
 
+def shell_quoted(value: str) -> str:
+    """Single quotes, so that `set -a; . ./.env` reads a DSN's `&` and `?` as text, as Dagster does."""
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
 def write_env_file(path: Path, values: Mapping[str, str]) -> None:
-    """Set `KEY=value` lines in an env file, keeping every other line as it was."""
+    """Set `KEY='value'` lines in an env file, keeping every other line as it was."""
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     pending = dict(values)
     updated: list[str] = []
@@ -105,10 +113,10 @@ def write_env_file(path: Path, values: Mapping[str, str]) -> None:
         parsed = parse_env_line(line)
         if parsed and parsed[0] in values:
             if parsed[0] in pending:
-                updated.append(f"{parsed[0]}={pending.pop(parsed[0])}")
+                updated.append(f"{parsed[0]}={shell_quoted(pending.pop(parsed[0]))}")
             continue  # a repeated key would shadow the new value in some loaders
         updated.append(line)
-    updated.extend(f"{key}={value}" for key, value in pending.items())
+    updated.extend(f"{key}={shell_quoted(value)}" for key, value in pending.items())
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename, so a crash never leaves half a file.
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")

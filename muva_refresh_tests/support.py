@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from contextlib import contextmanager
+from typing import Iterator
 from pathlib import Path
 
 import psycopg
@@ -77,3 +80,25 @@ def write_family(conn: psycopg.Connection, n: int) -> None:
             "INSERT INTO customer (region_id, name) VALUES (%s, %s) RETURNING id", (1000 + n, f"late {n}")
         ).fetchone()[0]
         conn.execute("INSERT INTO audit_log VALUES (now(), 'late', %s)", (customer,))
+
+
+@contextmanager
+def role_without_bypassrls(dsn: str) -> Iterator[str]:
+    """A login role that can read every table of `dsn` but not past row-level security; its DSN."""
+    role = f"reader_{os.getpid()}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOBYPASSRLS").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(role)))
+        conn.execute(sql.SQL("GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(sql.Identifier(role)))
+    try:
+        yield psycopg.conninfo.make_conninfo(dsn, user=role)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def plant_copy_failure(dsn: str) -> None:
+    """A CHECK on the target that one source row violates: the guards pass, the copy fails."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE customer ADD CONSTRAINT no_seven CHECK (name <> 'customer 7') NOT VALID")

@@ -64,8 +64,8 @@ def test_the_state_round_trips_with_its_filter(mixed, tmp_path):
 def test_a_state_read_with_another_filter_is_refused_with_the_way_out(mixed, tmp_path):
     saved_catalog(mixed, TableFilter(("public",)), tmp_path / "state.json")
     with pytest.raises(ConfigError, match=r"was read with a different table filter \(schemas public; "
-                                          r"configured now: schemas public; include public\.region\); "
-                                          r"run `muva-refresh introspect`"):
+                                          r"configured now: schemas public; include public\.region\)"
+                                          r"\nfix: run `muva-refresh introspect`"):
         Catalog.load(tmp_path / "state.json", TableFilter(("public",), include=("public.region",)))
 
 

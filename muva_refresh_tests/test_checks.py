@@ -3,7 +3,7 @@
 import psycopg
 import pytest
 
-from muva_refresh.catalog import TableRef
+from muva_refresh.catalog import TableFilter, TableRef
 from muva_refresh.checks import CHECKS, ERROR, WARN, Verifier, validate_live
 from muva_refresh.endpoint import Endpoint
 from muva_refresh.refresh import refresh
@@ -167,3 +167,37 @@ def test_a_blocking_check_failure_rolls_the_whole_refresh_back(pg):
     assert {(o.table.name, o.check) for o in failed} == {("customer", "row_count"), ("customer", "no_orphans")}
     with psycopg.connect(target.dsn) as conn:
         assert conn.execute("SELECT name FROM region WHERE id = 9").fetchall() == [("stale",)]
+
+
+def test_a_table_without_a_key_with_duplicates_and_json_is_hashed_in_any_order(pg):
+    source = Endpoint("source", pg.database_from_sql("src", "keyless.sql"))
+    target = Endpoint("target", pg.database_from_sql("dst", "keyless.sql"))
+    verifier = Verifier()
+    report = refresh(source, target, gate=verifier.gate)
+    verifier.after_commit(target, report.copies())
+    assert all(o.passed for o in verifier.outcomes if o.check != "rls")
+    log = TableRef("public", "event_log")
+    assert report.tables[log].format == "text" and report.tables[log].rows == 64
+    # The same rows in another physical order: still equal.
+    on_target(target, "CREATE TEMP TABLE keep AS SELECT * FROM event_log",
+              "DELETE FROM event_log", "INSERT INTO event_log SELECT * FROM keep ORDER BY random()")
+    assert next(o for o in validate_live(source, target, {log: ["content"]})).passed
+    # One duplicate fewer and one more of another row: same count, different content.
+    on_target(target, "DELETE FROM event_log WHERE ctid = (SELECT min(ctid) FROM event_log WHERE payload::text = '{\"a\": 1}')",
+              "INSERT INTO event_log VALUES ('2025-02-01', 'same', '{\"a\": 2}')")
+    outcomes = {o.check: o for o in validate_live(source, target, {log: ["row_count", "content"]})}
+    assert outcomes["row_count"].passed and not outcomes["content"].passed
+
+
+def test_rls_passes_where_no_table_of_the_schema_uses_it_unless_it_is_expected(pg):
+    source = Endpoint("source", pg.database_from_sql("src", "twists.sql", "hostile.sql"))
+    target = Endpoint("target", pg.database_from_sql("dst", "twists.sql", "hostile.sql"))
+    billing = TableRef("Billing Ops", "Customer")
+    schemas = TableFilter(("public", "Billing Ops"))
+    plain = next(o for o in validate_live(source, target, {billing: ["rls"]}, schemas))
+    assert plain.passed and plain.metadata["rls_in_schema"] == "not used in schema Billing Ops"
+    expected = next(o for o in validate_live(source, target, {billing: ["rls"]}, schemas, ("Billing Ops.Cust*",)))
+    assert not expected.passed and expected.severity == WARN
+    assert "MUVA_RLS_EXPECTED lists it (Billing Ops.Cust*)" in expected.summary
+    neighbour = next(o for o in validate_live(source, target, {T["person"]: ["rls"]}, schemas))
+    assert neighbour.severity == WARN and "2 other tables in schema public use it" in neighbour.summary

@@ -1,18 +1,17 @@
 """The copy engine, without Dagster: equality after a refresh, every refusal, atomicity."""
 
-import os
 
 import psycopg
 import pytest
-from psycopg import sql
 
+from muva_refresh import copy
 from muva_refresh.catalog import TableRef
 from muva_refresh.endpoint import Endpoint
 from muva_refresh.errors import ConcurrentRefreshError, ConfigError, CopyError, SchemaDriftError, SelectionError, UnsafeTargetError
 from muva_refresh.guards import REFRESH_LOCK_KEY
 from muva_refresh.refresh import RefreshOptions, refresh
 
-from .support import HOSTILE, count, table_fingerprints
+from .support import HOSTILE, count, plant_copy_failure, role_without_bypassrls, table_fingerprints
 
 @pytest.fixture
 def pair(pg):
@@ -130,16 +129,10 @@ def test_the_source_connection_cannot_write(pair):
         conn.close()
 
 
-def plant_copy_failure(target: Endpoint) -> None:
-    """A CHECK on the target that one source row violates: the guards pass, the copy fails."""
-    with psycopg.connect(target.dsn, autocommit=True) as conn:
-        conn.execute("ALTER TABLE customer ADD CONSTRAINT no_seven CHECK (name <> 'customer 7') NOT VALID")
-
-
 def test_a_failed_copy_rolls_back_and_leaves_the_target_as_it_was(pair):
     source, target = pair
     before = table_fingerprints(target.dsn)
-    plant_copy_failure(target)
+    plant_copy_failure(target.dsn)
     with pytest.raises(CopyError, match=r"public\.customer.*rolled back"):
         refresh(source, target)
     assert table_fingerprints(target.dsn) == before
@@ -147,7 +140,7 @@ def test_a_failed_copy_rolls_back_and_leaves_the_target_as_it_was(pair):
 
 def test_a_parallel_failure_leaves_no_table_without_its_parents(pair):
     source, target = pair
-    plant_copy_failure(target)
+    plant_copy_failure(target.dsn)
     report = refresh(source, target, RefreshOptions(workers=2))
     assert set(report.failed) == {TableRef("public", "customer")}
     with pytest.raises(CopyError, match="every loaded table has its parents"):
@@ -222,17 +215,19 @@ def test_a_refresh_interrupted_midway_leaves_the_target_as_it_was(pair):
 def test_a_source_role_that_cannot_bypass_rls_is_refused_before_anything_is_touched(pair):
     """Through RLS, COPY would read only the rows the policies show, and every count would agree."""
     source, target = pair
-    role = f"reader_{os.getpid()}"
-    with psycopg.connect(source.dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOBYPASSRLS").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {}").format(sql.Identifier(role)))
-    try:
-        restricted = Endpoint("source", psycopg.conninfo.make_conninfo(source.dsn, user=role))
+    with role_without_bypassrls(source.dsn) as restricted_dsn:
+        role = psycopg.conninfo.conninfo_to_dict(restricted_dsn)["user"]
+        restricted = Endpoint("source", restricted_dsn)
         with pytest.raises(ConfigError, match=rf"role '{role}' on the source cannot bypass row-level security.*public\.customer"):
             refresh(restricted, target)
         assert count(target.dsn, "region", "name = 'stale region'") == 1
-    finally:
-        with psycopg.connect(source.dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_copy_reports_its_progress_while_it_streams(pair, monkeypatch):
+    source, target = pair
+    monkeypatch.setattr(copy, "TICK_SECONDS", 0)  # every block ticks, as a large table's would
+    ticks = []
+    refresh(source, target, on_stream=lambda ref, size, rows, estimate: ticks.append((ref.name, size, rows)))
+    by_table = {name: (size, rows) for name, size, rows in ticks}
+    assert by_table["person"][1] == 3 and by_table["person"][0] > 0  # text: rows are counted
+    assert by_table["customer"][1] is None and by_table["customer"][0] > 0  # binary: bytes only

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from psycopg import sql
 
 from muva_refresh import demo
+from muva_refresh.settings import read_env_file
 from muva_refresh.demo import server as demo_server
 
 SEED_ROW_COUNTS = {
@@ -251,9 +253,13 @@ def test_up_plants_stale_rows_in_staging_and_writes_env_file(
     assert 50 * 2**20 < info.source_bytes < 100 * 2**20
     assert env_file.read_text().splitlines() == [
         "DAGSTER_HOME=/srv/dagster",
-        f"MUVA_SOURCE_DSN={info.source_dsn}",
-        f"MUVA_TARGET_DSN={info.target_dsn}",
+        f"MUVA_SOURCE_DSN='{info.source_dsn}'",
+        f"MUVA_TARGET_DSN='{info.target_dsn}'",
     ]
+    sourced = subprocess.run(["bash", "-c", "set -a; . ./.env; echo \"$MUVA_SOURCE_DSN\"; jobs"],
+                             cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert sourced.stdout == info.source_dsn + "\n" and sourced.stderr == ""  # no `&` ran in the background
+    assert read_env_file(env_file)["MUVA_TARGET_DSN"] == info.target_dsn
 
     with psycopg.connect(info.source_dsn) as prod, psycopg.connect(info.target_dsn) as staging:
         for table in ("tenant_registry", "staff_users", "accommodations", "chat_messages",
