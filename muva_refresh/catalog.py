@@ -154,6 +154,13 @@ class ColumnSequence:
 
 
 @dataclass(frozen=True)
+class CheckConstraint:
+    name: str
+    columns: tuple[str, ...]
+    definition: str  # pg_get_constraintdef: "CHECK ((code ~ '^[0-9]{4}$'::text))"
+
+
+@dataclass(frozen=True)
 class MaterializedView:
     ref: TableRef
     reads: tuple[TableRef, ...]  # tables and materialized views, directly or through views
@@ -174,6 +181,7 @@ class Table:
     sequences: tuple[ColumnSequence, ...] = ()
     comment: str | None = None
     estimated_rows: int = 0  # pg_class.reltuples, for progress only; never part of the state's shape
+    check_constraints: tuple[CheckConstraint, ...] = ()
 
     @property
     def copied_columns(self) -> tuple[Column, ...]:
@@ -362,6 +370,8 @@ def _table_from_dict(d: Mapping[str, Any]) -> Table:
         sequences=tuple(ColumnSequence(_ref(s["sequence"]), s["column"], s["identity"], s["owned"]) for s in d["sequences"]),
         comment=d["comment"],
         estimated_rows=d["estimated_rows"],
+        check_constraints=tuple(CheckConstraint(c["name"], tuple(c["columns"]), c["definition"])
+                                for c in d["check_constraints"]),
     )
 
 
@@ -400,7 +410,7 @@ SELECT con.conrelid, con.contype, con.conname, con.condeferrable, pg_get_constra
 FROM pg_constraint con
 LEFT JOIN pg_class pc ON pc.oid = con.confrelid
 LEFT JOIN pg_namespace pn ON pn.oid = pc.relnamespace
-WHERE con.conrelid = ANY(%(oids)s) AND con.contype IN ('p', 'f') AND con.conparentid = 0
+WHERE con.conrelid = ANY(%(oids)s) AND con.contype IN ('p', 'f', 'c') AND con.conparentid = 0
 ORDER BY con.conrelid, con.conname
 """)
 
@@ -514,9 +524,13 @@ def read_catalog(conn: psycopg.Connection, table_filter: TableFilter | None = No
     for oid, _schema, _name, partitioned, rls, forced, comment, estimated_rows in rows:
         ref = refs[oid]
         primary_key: tuple[str, ...] = ()
+        checks: list[CheckConstraint] = []
         for contype, conname, deferrable, definition, cols, pschema, pname, pcols in constraints[oid]:
             if contype == "p":
                 primary_key = tuple(cols)
+                continue
+            if contype == "c":
+                checks.append(CheckConstraint(conname, tuple(cols), definition))
                 continue
             fk = ForeignKey(conname, ref, tuple(cols), TableRef(pschema, pname), tuple(pcols),
                             deferrable, definition)
@@ -536,6 +550,7 @@ def read_catalog(conn: psycopg.Connection, table_filter: TableFilter | None = No
             sequences=tuple(ColumnSequence(TableRef(s, n), col, ident, owned) for s, n, col, ident, owned in sequences[oid]),
             comment=comment,
             estimated_rows=estimated_rows,
+            check_constraints=tuple(checks),
         ))
     views = read_materialized_views(cur, table_filter)
     return Catalog(tuple(tables), tuple(fks), tuple(external), version, table_filter, views)
