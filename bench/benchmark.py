@@ -6,6 +6,8 @@ It brings up its own embedded demo pair (in .muva/bench-pg), then measures, medi
   baseline   TRUNCATE + pg_dump -Fc --data-only | pg_restore --data-only --disable-triggers
   engine     the copy alone (no checks), one atomic transaction
   checked    the copy with every check (blocking ones inside the load, the rest after COMMIT)
+  masked     the same, under the demo masking policy (`--policy demo`)
+  subset     the same, for one tenant of three (`--policy demo-tenant`), with its share of the rows
   parallel   the copy alone with workers=2
   dagster    the refresh_staging job in-process on an in-memory instance, all tables and checks
   cli        `muva-refresh refresh` as a user runs it: process start, the job, a SQLite instance
@@ -34,9 +36,10 @@ sys.path.insert(0, str(REPO))
 
 from muva_refresh import demo  # noqa: E402
 from muva_refresh.catalog import TableFilter, read_catalog  # noqa: E402
-from muva_refresh.checks import Verifier  # noqa: E402
+from muva_refresh.checks import CHECKS, CheckSettings, Verifier  # noqa: E402
+from muva_refresh.policy import Shaping, shaping_for  # noqa: E402
 from muva_refresh.endpoint import Endpoint  # noqa: E402
-from muva_refresh.refresh import RefreshOptions, refresh  # noqa: E402
+from muva_refresh.refresh import RefreshOptions, RefreshReport, refresh  # noqa: E402
 
 BENCH_DIR = REPO / ".muva" / "bench-pg"
 
@@ -68,11 +71,12 @@ def dump_restore(source: str, target: str, tables: list) -> None:
         raise RuntimeError("pg_dump failed")
 
 
-def checked_refresh(source: Endpoint, target: Endpoint) -> None:
-    verifier = Verifier()
-    report = refresh(source, target, gate=verifier.gate)
+def checked_refresh(source: Endpoint, target: Endpoint, shaping: Shaping | None = None) -> RefreshReport:
+    verifier = Verifier(CheckSettings(shaping=shaping))
+    report = refresh(source, target, RefreshOptions(shaping=shaping), gate=verifier.gate)
     verifier.after_commit(target, report.copies())
     assert all(o.passed or o.severity == "WARN" for o in verifier.outcomes)
+    return report
 
 
 def dagster_refresh(state: Path) -> float:
@@ -149,12 +153,17 @@ def main() -> None:
     state = save_state(info.source_dsn)
     os.environ.update(MUVA_SOURCE_DSN=info.source_dsn, MUVA_TARGET_DSN=info.target_dsn)
     with psycopg.connect(info.source_dsn) as conn:
-        tables = [t.ref for t in read_catalog(conn, TableFilter()).tables]
+        catalog = read_catalog(conn, TableFilter())
+    tables = [t.ref for t in catalog.tables]
+    masked = shaping_for("demo", catalog, "a benchmark salt")
+    one_tenant = shaping_for("demo-tenant", catalog, None)
 
     figures = {
         "baseline: pg_dump | pg_restore": median_seconds(lambda: dump_restore(info.source_dsn, info.target_dsn, tables), args.repeat),
         "engine, no checks": median_seconds(lambda: refresh(source, target), args.repeat),
         "engine, all checks": median_seconds(lambda: checked_refresh(source, target), args.repeat),
+        "engine, all checks, masked (demo policy)": median_seconds(lambda: checked_refresh(source, target, masked), args.repeat),
+        "engine, all checks, one tenant of three": median_seconds(lambda: checked_refresh(source, target, one_tenant), args.repeat),
         "engine, no checks, workers=2": median_seconds(lambda: refresh(source, target, RefreshOptions(workers=2)), args.repeat),
         "Dagster job, in-memory instance": statistics.median(dagster_refresh(state) for _ in range(args.repeat)),
         "muva-refresh refresh (SQLite instance)": statistics.median(cli_refresh(state) for _ in range(args.repeat)),
@@ -164,11 +173,16 @@ def main() -> None:
     for name, seconds in figures.items():
         print(f"{name:<42} {seconds:>8.2f} {seconds / baseline:>11.2f}x")
     checks = figures["engine, all checks"] / figures["engine, no checks"] - 1
+    masking = figures["engine, all checks, masked (demo policy)"] / figures["engine, all checks"] - 1
+    share = checked_refresh(source, target, one_tenant).rows / checked_refresh(source, target).rows
+    subset = figures["engine, all checks, one tenant of three"] / figures["engine, all checks"]
+    print(f"\nmasking adds {masking * 100:.0f}% to the checked refresh (goal: at most 25%)")
+    print(f"one tenant holds {share * 100:.0f}% of the rows and takes {subset * 100:.0f}% of the checked refresh's time")
     in_memory = figures["Dagster job, in-memory instance"]
     overhead = in_memory - figures["engine, all checks"]
-    events = len(tables) * 2 + len(tables) * 7 * 2  # planned + done, per materialization and per check
+    events = len(tables) * 2 + len(tables) * len(CHECKS) * 2  # planned + done, per materialization and per check
     print(f"\nchecks add {checks * 100:.0f}% to the copy (goal: at most 30%)")
-    print(f"Dagster orchestration, one in-process step for {len(tables)} assets and {len(tables) * 7} checks: "
+    print(f"Dagster orchestration, one in-process step for {len(tables)} assets and {len(tables) * len(CHECKS)} checks: "
           f"{overhead:.2f} s (~{overhead / len(tables) * 1000:.0f} ms per table asset, ~{events} events)")
     print(f"Dagster job wall time: {in_memory:.2f} s in memory, "
           f"{figures['muva-refresh refresh (SQLite instance)']:.2f} s through the CLI with its instance (goal: at most 15 s)")

@@ -16,12 +16,14 @@ import dagster as dg
 import pandas as pd
 
 from .catalog import Catalog, MaterializedView, Table, TableRef
-from .checks import CHECKS, WARN, CheckOutcome, Verifier, validate_live
+from .checks import CHECKS, WARN, CheckOutcome, CheckSettings, Verifier, validate_live
 from .copy import CopyStats, Progress, ViewStats
 from .errors import BlockingCheckError
 from .graph import Plan, make_plan
 from .refresh import RefreshOptions, RefreshReport, refresh, refresh_views_only
+from .policy import shaping_for
 from .resources import PostgresDatabase
+from .settings import MASK_SALT_VAR
 
 TABLE_ASSETS_NAME = "refresh_tables"
 TARGET_POOL = "muva_refresh_target"
@@ -195,9 +197,14 @@ class RefreshConfig(dg.Config):
     """Run settings for a refresh."""
 
     workers: int = 1  # 1: one atomic target transaction; more: tables of a level in parallel
+    # A masking and subset policy: a TOML or YAML file, or demo / demo-tenant. Empty: MUVA_POLICY,
+    # and without that an exact copy. The salt comes from MUVA_MASK_SALT.
+    policy: str = ""
 
 
-def build_table_assets(catalog: Catalog, translator: TableTranslator, rls_expected: tuple[str, ...] = ()) -> dg.AssetsDefinition:
+def build_table_assets(
+    catalog: Catalog, translator: TableTranslator, rls_expected: tuple[str, ...] = (), default_policy: str = ""
+) -> dg.AssetsDefinition:
     plan = make_plan(catalog)
     keys = translator.keys(catalog)
     views = {v.ref: v for v in catalog.materialized_views}
@@ -239,11 +246,13 @@ def build_table_assets(catalog: Catalog, translator: TableTranslator, rls_expect
                              f"{stats.mb_per_s:.1f} MB/s, {stats.format} (visible on staging at COMMIT)")
             progress.copied(ref, stats)
 
+        shaping = shaping_for(config.policy or default_policy, catalog, dg.EnvVar(MASK_SALT_VAR).get_value())
+        settings = CheckSettings(rls_expected, shaping)
         if tables:
-            verifier = Verifier(rls_expected)  # the blocking checks guard the load even when not selected
+            verifier = Verifier(settings)  # the blocking checks guard the load even when not selected
             try:
                 report = refresh(source.endpoint(), target.endpoint(),
-                                 RefreshOptions(selected=tables, state=catalog, workers=config.workers),
+                                 RefreshOptions(selected=tables, state=catalog, workers=config.workers, shaping=shaping),
                                  on_table=copied, on_stream=progress.streaming, gate=verifier.gate)
             except BlockingCheckError:
                 yield from results(verifier.outcomes)
@@ -263,6 +272,6 @@ def build_table_assets(catalog: Catalog, translator: TableTranslator, rls_expect
         only_checks = {ref: names for ref, names in wanted.items() if ref not in set(tables)}
         if only_checks:
             yield from results(validate_live(source.endpoint(), target.endpoint(), only_checks,
-                                             catalog.table_filter, rls_expected))
+                                             catalog.table_filter, settings))
 
     return refresh_tables

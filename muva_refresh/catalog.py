@@ -43,7 +43,7 @@ class TableRef:
     @classmethod
     def parse(cls, text: str, default_schema: str = DEFAULT_SCHEMA) -> "TableRef":
         """`table`, `schema.table`, or with double quotes: `"My Schema"."Odd.Name"`."""
-        parts = _split_qualified(text)
+        parts = split_qualified(text)
         if len(parts) == 1:
             return cls(default_schema, parts[0])
         if len(parts) == 2:
@@ -51,7 +51,7 @@ class TableRef:
         raise SelectionError(f"{text!r} is not a table name; write table or schema.table")
 
 
-def _split_qualified(text: str) -> list[str]:
+def split_qualified(text: str) -> list[str]:
     parts: list[str] = []
     buf: list[str] = []
     quoted = False

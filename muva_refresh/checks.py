@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 import pandas as pd
 import psycopg
 from psycopg import sql
 
 from .catalog import Catalog, ForeignKey, Index, Table, TableFilter, TableRef, read_catalog
-from .copy import TableCopy, copy_format, count_rows, pump
+from .copy import WHOLE, CopyStats, Shape, TableCopy, copy_format, count_rows, pump
 from .endpoint import Endpoint
 from .errors import BlockingCheckError
+from .masking import PERSONAL_NAME, TEXT_TYPE
+from .policy import Shaping
 
 ERROR, WARN = "ERROR", "WARN"
 IN_LOAD, AFTER_COMMIT = "in_load", "after_commit"
@@ -38,6 +40,17 @@ SEQUENCE_STATE = sql.SQL(
     "WHERE q.seqrelid = %s::regclass"
 )
 COLUMN_EXTREME = sql.SQL("SELECT {extreme}({column}) FROM {table}")
+# An 8-byte hash of (key, value) per row, in order, for merging the source's against the target's.
+MASK_PROBE = sql.SQL(
+    "SELECT ('x' || left(md5({key} || '|' || {column}::text), 16))::bit(64)::bigint AS h "
+    "FROM {table} AS t WHERE {column} IS NOT NULL ORDER BY 1"
+)
+SAMPLE_VALUES = sql.SQL("SELECT {column}::text FROM {table} WHERE {column} IS NOT NULL LIMIT 50")
+# E-mail addresses, and phone numbers written as people write them (a plain run of digits is as
+# likely an id or a tax number).
+PERSONAL_VALUE = re.compile(
+    r"^([^@\s]+@[^@\s]+\.[A-Za-z]{2,}|\+[0-9][0-9 ().-]{6,}[0-9]|\(?[0-9]{3}\)?[ .-][0-9]{3}[ .-][0-9]{4})$"
+)
 # Column types a sequence's values compare with; a default like 'INV-' || nextval(...) has none.
 NUMERIC_TYPES = re.compile(r"^(smallint|integer|bigint|numeric(\(.*\))?)$")
 
@@ -87,13 +100,23 @@ class LiveFacts:
 
     src: psycopg.Connection
     same_major: bool
+    shapes: Mapping[TableRef, Shape]  # as a refresh would send each table: masked, subsetted
+    streamed: dict[TableRef, CopyStats] = field(default_factory=dict)
 
     def rows(self, table: Table) -> int:
+        if table.ref in self.shapes:  # a subset's count is the stream's
+            return self.stream(table).rows
         return count_rows(self.src, table.ref)
 
     def digest(self, table: Table) -> tuple[str, str]:
-        fmt = copy_format(table, self.same_major)
-        return pump(self.src, table, fmt).digest, fmt
+        stats = self.stream(table)
+        return stats.digest, stats.format
+
+    def stream(self, table: Table) -> CopyStats:
+        if table.ref not in self.streamed:
+            fmt = copy_format(table, self.same_major)
+            self.streamed[table.ref] = pump(self.src, table, fmt, shape=self.shapes.get(table.ref, WHOLE))
+        return self.streamed[table.ref]
 
 
 @dataclass(frozen=True)
@@ -106,7 +129,8 @@ class CheckSubject:
     source_catalog: Catalog
     facts: SourceFacts
     basis: Mapping[str, Any]
-    rls_expected: tuple[str, ...] = ()  # schema.table patterns whose RLS must be on
+    settings: "CheckSettings"
+    source_conn: psycopg.Connection | None = None  # the source, for the blocking checks and live runs
 
     @property
     def ref(self) -> TableRef:
@@ -178,7 +202,7 @@ def rls(s: CheckSubject) -> CheckOutcome:
     if source.rls_enabled:
         return s.outcome("rls", True, f"{s.ref}: RLS on, {len(source.policies)} policies equal on both sides", **metadata)
     neighbours = [t for t in s.source_catalog.tables if t.ref.schema == s.ref.schema and t.rls_enabled]
-    expected = [p for p in s.rls_expected if fnmatch.fnmatchcase(str(s.ref), p)]
+    expected = [p for p in s.settings.rls_expected if fnmatch.fnmatchcase(str(s.ref), p)]
     if neighbours or expected:
         why = (f"{len(neighbours)} other tables in schema {s.ref.schema} use it" if neighbours
                else f"MUVA_RLS_EXPECTED lists it ({', '.join(expected)})")
@@ -253,6 +277,75 @@ def sequences(s: CheckSubject) -> CheckOutcome:
     return s.outcome("sequences", not behind, summary, **metadata)
 
 
+def masking(s: CheckSubject) -> CheckOutcome:
+    """No masked value equals the source's unmasked value for the same key (every row, through
+    8-byte hashes merged in key order, so memory stays flat); columns that look personal and have
+    no rule are a WARN."""
+    shaping = s.settings.shaping
+    if shaping is None:
+        return s.outcome("masking", True, f"{s.ref}: no masking policy in this run", policy="none")
+    rules = shaping.masking.rules_of(s.ref)
+    unchanged = {name: unchanged_values(s, name) for name in rules}
+    metadata: dict[str, Any] = {"policy": str(shaping.policy.path), "masked_columns": len(rules),
+                                **{f"rule.{n}": r.describe() for n, r in rules.items()},
+                                **{f"unchanged.{n}": count for n, count in unchanged.items()}}
+    leaks = [f"{name} ({count:,} rows)" for name, count in unchanged.items() if count]
+    if leaks:
+        return s.outcome("masking", False, f"{s.ref}: masked values equal the source's in {', '.join(leaks)}",
+                         **metadata)
+    uncovered = personal_columns(s, shaping)
+    metadata["uncovered_personal_columns"] = ", ".join(uncovered) or "(none)"
+    if uncovered:
+        return CheckOutcome("masking", s.ref, False, f"{s.ref}: {', '.join(uncovered)} look personal and no rule "
+                            "masks them; add a rule, or `keep` to say they are not", metadata, WARN)
+    return s.outcome("masking", True, f"{s.ref}: {len(rules)} masked columns differ from the source in every row",
+                     **metadata)
+
+
+def unchanged_values(s: CheckSubject, column: str) -> int:
+    key = (sql.SQL("ROW({})::text").format(sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c))
+                                                             for c in s.source.primary_key))
+           if s.source.primary_key else sql.SQL("''"))
+    probe = MASK_PROBE.format(key=key, column=sql.Identifier(column), table=s.ref.ident())
+    if s.source_conn is None:
+        raise ValueError("the masking check reads the source; run it inside the load or live")
+    with s.source_conn.cursor(name="muva_mask_source") as before, s.conn.cursor(name="muva_mask_target") as after:
+        return sorted_overlap((h for (h,) in before.execute(probe)), (h for (h,) in after.execute(probe)))
+
+
+def sorted_overlap(a: Iterator[int], b: Iterator[int]) -> int:
+    """How many values two ascending streams share, reading each once."""
+    found, x, y = 0, next(a, None), next(b, None)
+    while x is not None and y is not None:
+        if x == y:
+            found += 1
+            x, y = next(a, None), next(b, None)
+        elif x < y:
+            x = next(a, None)
+        else:
+            y = next(b, None)
+    return found
+
+
+def personal_columns(s: CheckSubject, shaping: Shaping) -> list[str]:
+    """Unmasked, not explicitly kept columns whose name, or a sample of whose values, looks personal."""
+    rules = shaping.masking.rules_of(s.ref)
+    kept = shaping.masking.kept.get(s.ref, frozenset())
+    found = []
+    for column in s.target.copied_columns:
+        if column.name in rules or column.name in kept:
+            continue
+        if PERSONAL_NAME.search(column.name) or (TEXT_TYPE.match(column.type) and looks_personal(s, column.name)):
+            found.append(column.name)
+    return found
+
+
+def looks_personal(s: CheckSubject, column: str) -> bool:
+    values = [v for (v,) in s.conn.execute(SAMPLE_VALUES.format(column=sql.Identifier(column), table=s.ref.ident()))]
+    hits = sum(1 for v in values if PERSONAL_VALUE.match(v))
+    return bool(values) and hits * 2 >= len(values)
+
+
 # --- the registry ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -281,6 +374,9 @@ CHECKS: tuple[Check, ...] = (
     Check("content", ERROR, False,
           "A hash of the target equals the COPY stream's at the snapshot: key-ordered, or over the rows in any "
           "order for a table without a key.", content),
+    Check("masking", ERROR, True,
+          "Under a masking policy, no masked value equals the source's for the same key (every row); WARN for "
+          "columns that look personal and have no rule.", masking),
     Check("sequences", ERROR, False,
           "Every sequence the columns use, owned or only named in a default, hands out values past the column's.",
           sequences),
@@ -296,20 +392,28 @@ def run_checks(checks: Iterable[Check], subject: CheckSubject) -> list[CheckOutc
     return [check.run(subject) for check in checks]
 
 
-def snapshot_subject(conn: psycopg.Connection, copy: TableCopy, rls_expected: tuple[str, ...] = ()) -> CheckSubject:
+@dataclass(frozen=True)
+class CheckSettings:
+    rls_expected: tuple[str, ...] = ()  # schema.table patterns whose RLS must be on
+    shaping: Shaping | None = None  # the run's policy, if it masks or subsets
+
+
+def snapshot_subject(conn: psycopg.Connection, copy: TableCopy, settings: CheckSettings,
+                     source_conn: psycopg.Connection | None = None) -> CheckSubject:
     basis = {"basis": SNAPSHOT_BASIS, "snapshot_id": copy.snapshot_id}
-    return CheckSubject(conn, copy.source, copy.target, copy.source_catalog, SnapshotFacts(copy), basis, rls_expected)
+    return CheckSubject(conn, copy.source, copy.target, copy.source_catalog, SnapshotFacts(copy), basis, settings,
+                        source_conn)
 
 
 class Verifier:
     """Collects outcomes; its `gate` is what the load calls inside its transaction."""
 
-    def __init__(self, rls_expected: tuple[str, ...] = ()) -> None:
-        self.rls_expected = rls_expected
+    def __init__(self, settings: CheckSettings = CheckSettings()) -> None:
+        self.settings = settings
         self.outcomes: list[CheckOutcome] = []
 
-    def gate(self, dst: psycopg.Connection, copy: TableCopy) -> None:
-        found = run_checks(checks_in(IN_LOAD), snapshot_subject(dst, copy, self.rls_expected))
+    def gate(self, src: psycopg.Connection, dst: psycopg.Connection, copy: TableCopy) -> None:
+        found = run_checks(checks_in(IN_LOAD), snapshot_subject(dst, copy, self.settings, src))
         self.outcomes += found
         failed = [o for o in found if o.fails_run]
         if failed:
@@ -323,7 +427,7 @@ class Verifier:
         conn = target.connect(read_only=True)
         try:
             for copy in copies:
-                found += run_checks(checks_in(AFTER_COMMIT), snapshot_subject(conn, copy, self.rls_expected))
+                found += run_checks(checks_in(AFTER_COMMIT), snapshot_subject(conn, copy, self.settings))
                 conn.rollback()
         finally:
             conn.close()
@@ -336,18 +440,20 @@ def validate_live(
     target: Endpoint,
     wanted_by_table: Mapping[TableRef, Iterable[str]],
     table_filter: TableFilter | None = None,
-    rls_expected: tuple[str, ...] = (),
+    settings: CheckSettings = CheckSettings(),
 ) -> list[CheckOutcome]:
     """Run checks without copying: the current target against the current source."""
     basis = {"basis": LIVE_BASIS}
-    src = source.connect(read_only=True)
+    shaping = settings.shaping
+    src = (replace(source, session=shaping.session()) if shaping else source).connect(read_only=True)
     dst = target.connect(read_only=True)
     found: list[CheckOutcome] = []
     try:
         src.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one view of the source for all tables
         source_catalog = read_catalog(src, table_filter)
         target_catalog = read_catalog(dst, TableFilter(source_catalog.schemas))
-        facts = LiveFacts(src, source_catalog.same_major(target_catalog))
+        shapes = shaping.shapes(source_catalog) if shaping else {}
+        facts = LiveFacts(src, source_catalog.same_major(target_catalog), shapes)
         for ref, names in wanted_by_table.items():
             wanted = [c for c in CHECKS if c.name in set(names)]
             target_table = target_catalog.by_ref.get(ref)
@@ -356,7 +462,7 @@ def validate_live(
                           for c in wanted]
                 continue
             subject = CheckSubject(dst, source_catalog.table(ref), target_table, source_catalog, facts, basis,
-                                   rls_expected)
+                                   settings, src)
             found += run_checks(wanted, subject)
     finally:
         src.close()

@@ -19,6 +19,7 @@ from .copy import CopyStats, Progress, ViewStats
 from .endpoint import Endpoint
 from .errors import EXIT_OK, RefreshError, SelectionError
 from .graph import Plan, make_plan
+from .policy import Shaping, shaping_for
 from .settings import DAGSTER_HOME_VAR, Settings, load_env_file
 
 if TYPE_CHECKING:  # runs imports Dagster, which only the commands that run jobs load
@@ -50,7 +51,7 @@ class Printer:
     def json(self, value: Any) -> None:
         print(json.dumps(value, indent=2, default=str), file=self.out)
 
-    def plan(self, plan: Plan) -> None:
+    def plan(self, plan: Plan, shaping: Shaping | None = None) -> None:
         for level, batch in enumerate(plan.batches):
             self.line(f"Level {level} ({len(batch)} tables)")
             for ref in batch:
@@ -71,6 +72,8 @@ class Printer:
             for fk in external:
                 self.line(f"  {fk}")
         self.sequences(plan)
+        if shaping is not None:
+            self.policy(plan, shaping)
         if plan.views:
             self.line("Materialized views (refreshed after the tables they read, in this order):")
             for view in plan.views:
@@ -80,6 +83,18 @@ class Printer:
             f"{len(plan.batches)} levels, {len(plan.catalog.sequence_uses())} sequences, "
             f"{len(plan.catalog.materialized_views)} materialized views"
         )
+
+    def policy(self, plan: Plan, shaping: Shaping) -> None:
+        self.line(f"Policy {shaping.policy.path}:")
+        for ref in plan.selected:
+            rules = shaping.masking.rules_of(ref)
+            if rules:
+                self.line(f"  {display_name(ref)}: " + ", ".join(f"{c} {r.describe()}" for c, r in rules.items()))
+        for root, where in shaping.policy.subset:
+            self.line(f"  subset: {display_name(root)} WHERE {where}; the tables it reaches send only the rows "
+                      "that reach it, and the rows those reference")
+        if shaping.subset and shaping.subset.excluded(plan.catalog):
+            self.line("  no rows: " + ", ".join(map(display_name, sorted(shaping.subset.excluded(plan.catalog)))))
 
     def sequences(self, plan: Plan) -> None:
         uses = plan.catalog.sequence_uses()
@@ -176,8 +191,11 @@ def outcome_json(outcome: CheckOutcome, asset: str) -> dict[str, Any]:
             "severity": outcome.severity, "metadata": dict(outcome.metadata)}
 
 
-def plan_json(plan: Plan) -> dict[str, Any]:
+def plan_json(plan: Plan, shaping: Shaping | None = None) -> dict[str, Any]:
     return {
+        "masking": {str(ref): {c: r.describe() for c, r in shaping.masking.rules_of(ref).items()}
+                    for ref in plan.selected if shaping and shaping.masking.rules_of(ref)},
+        "subset": {str(root): where for root, where in shaping.policy.subset} if shaping else {},
         "tables": [
             {"name": str(ref), "level": plan.level[ref], "parents": [str(p) for p in plan.parents[ref]]}
             for batch in plan.batches for ref in batch
@@ -230,10 +248,11 @@ def cmd_introspect(args: argparse.Namespace, settings: Settings, out: Printer) -
 
 def cmd_plan(args: argparse.Namespace, settings: Settings, out: Printer) -> int:
     plan = make_plan(saved_catalog(settings) if args.from_state else read_source_catalog(settings))
+    shaping = shaping_for(args.policy or settings.policy, plan.catalog, settings.mask_salt)
     if args.json:
-        out.json(plan_json(plan))
+        out.json(plan_json(plan, shaping))
     else:
-        out.plan(plan)
+        out.plan(plan, shaping)
     return EXIT_OK
 
 
@@ -267,7 +286,7 @@ def selection(runner: Runner, names: Sequence[str] | None) -> tuple[TableRef, ..
 
 def cmd_refresh(args: argparse.Namespace, settings: Settings, out: Printer) -> int:
     runner = runner_for(settings, None if args.json else PrintedProgress(out))
-    run = runner.refresh(selection(runner, args.select), args.workers)
+    run = runner.refresh(selection(runner, args.select), args.workers, args.policy)
     if args.json:
         out.json({
             "tables": [{"name": display_name(ref), "rows": s.rows, "bytes": s.bytes, "seconds": s.seconds}
@@ -290,7 +309,7 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings, out: Printer) -> i
 
 def cmd_validate(args: argparse.Namespace, settings: Settings, out: Printer) -> int:
     runner = runner_for(settings)
-    run = runner.validate(selection(runner, args.select))
+    run = runner.validate(selection(runner, args.select), args.policy)
     if args.json:
         out.json([outcome_json(c, run.asset_name(c.table)) for c in run.checks])
     else:
@@ -320,6 +339,7 @@ def cmd_history(args: argparse.Namespace, settings: Settings, out: Printer) -> i
 # --- argument parsing -----------------------------------------------------------------------
 
 Command = Callable[[argparse.Namespace, Settings, Printer], int]
+POLICY_HELP = "masking and subset policy: a TOML or YAML file, or demo / demo-tenant (default: MUVA_POLICY)"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -337,16 +357,19 @@ def parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="print the FK levels, cycles and totals")
     plan.add_argument("--json", action="store_true")
     plan.add_argument("--from-state", action="store_true", help="use the saved state instead of the live source")
+    plan.add_argument("--policy", default="", help=POLICY_HELP)
     plan.set_defaults(run=cmd_plan)
 
     refresh = sub.add_parser("refresh", help="refresh the target through the Dagster job")
     refresh.add_argument("--select", nargs="+", metavar="TABLE", help="table or schema.table names")
     refresh.add_argument("--workers", type=int, default=1, help="parallel copies per level (default 1: atomic)")
+    refresh.add_argument("--policy", default="", help=POLICY_HELP)
     refresh.add_argument("--json", action="store_true")
     refresh.set_defaults(run=cmd_refresh)
 
     validate = sub.add_parser("validate", help="run every check now, copying nothing (recorded in Dagster)")
     validate.add_argument("--select", nargs="+", metavar="TABLE")
+    validate.add_argument("--policy", default="", help=POLICY_HELP)
     validate.add_argument("--json", action="store_true")
     validate.set_defaults(run=cmd_validate)
 

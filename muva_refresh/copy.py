@@ -13,7 +13,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Mapping
 
 import psycopg
@@ -28,7 +28,7 @@ EXPORT_SNAPSHOT = sql.SQL("SELECT pg_export_snapshot()")
 SET_SNAPSHOT = sql.SQL("SET TRANSACTION SNAPSHOT {}")  # takes no parameters, so a Literal
 REPLICA_ROLE = sql.SQL("SET LOCAL session_replication_role = replica")
 TRUNCATE = sql.SQL("TRUNCATE {tables}")  # never CASCADE: the selection guard names what's missing
-COPY_OUT = sql.SQL("COPY (SELECT {columns} FROM {table}{order}) TO STDOUT (FORMAT {format})")
+COPY_OUT = sql.SQL("COPY ({ctes}SELECT {columns} FROM {table} AS t{where}{order}) TO STDOUT (FORMAT {format})")
 COPY_IN = sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT {format})")
 DROP_INDEX = sql.SQL("DROP INDEX {index}")
 READ_SEQUENCE = sql.SQL("SELECT last_value, is_called FROM {sequence}")
@@ -98,15 +98,43 @@ def column_list(table: Table) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(c.name) for c in table.copied_columns)
 
 
-def copy_out_sql(table: Table, fmt: str) -> sql.Composed:
+@dataclass(frozen=True)
+class Shape:
+    """What the source sends of a table: masked columns as expressions, and a subset's rows.
+
+    The source server evaluates both inside the snapshot, so unmasked values never leave it.
+    """
+
+    expressions: Mapping[str, sql.Composable] = field(default_factory=dict)  # column -> masked value
+    ctes: sql.Composable | None = None  # WITH …, the subset's row sets the filter reads
+    where: sql.Composable | None = None  # the subset's filter on `t`
+
+    def select_list(self, table: Table) -> sql.Composable:
+        return sql.SQL(", ").join(
+            sql.SQL("{} AS {}").format(self.expressions[c.name], sql.Identifier(c.name))
+            if c.name in self.expressions else sql.Identifier(c.name)
+            for c in table.copied_columns
+        )
+
+
+WHOLE = Shape()
+
+
+def copy_out_sql(table: Table, fmt: str, shape: Shape = WHOLE) -> sql.Composed:
     """Key-ordered, so the stream's digest can be compared with a read-back of the target.
 
     Without a key no order is total (json has none at all), so such a table is read unordered
     and its digest does not depend on the order.
     """
     keys = sql.SQL(", ").join(map(sql.Identifier, table.primary_key))
-    order = sql.SQL(" ORDER BY {}").format(keys) if table.primary_key else sql.SQL("")
-    return COPY_OUT.format(columns=column_list(table), table=table.ref.ident(), order=order, format=sql.SQL(fmt.upper()))
+    return COPY_OUT.format(
+        ctes=sql.SQL("{} ").format(shape.ctes) if shape.ctes else sql.SQL(""),
+        columns=shape.select_list(table),
+        table=table.ref.ident(),
+        where=sql.SQL(" WHERE {}").format(shape.where) if shape.where else sql.SQL(""),
+        order=sql.SQL(" ORDER BY {}").format(keys) if table.primary_key else sql.SQL(""),
+        format=sql.SQL(fmt.upper()),
+    )
 
 
 def copy_in_sql(table: Table, fmt: str) -> sql.Composed:
@@ -142,15 +170,16 @@ def pump(
     fmt: str,
     sink: Callable[[memoryview], object] | None = None,
     tick: Callable[[int, "int | None"], None] | None = None,
+    shape: Shape = WHOLE,
 ) -> CopyStats:
-    """Read the COPY stream of `table` on `conn`, hashing each block as it passes to `sink`;
-    `tick` hears the bytes (and text rows) so far, at most every TICK_SECONDS."""
+    """Read the COPY stream of `table` (as `shape` makes it) on `conn`, hashing each block as it
+    passes to `sink`; `tick` hears the bytes (and text rows) so far, at most every TICK_SECONDS."""
     started = time.perf_counter()
     next_tick = started + TICK_SECONDS  # a table that takes less never ticks
     digest = stream_digest(table)
     size = rows = 0
     cur = conn.cursor()
-    with cur.copy(copy_out_sql(table, fmt)) as out:
+    with cur.copy(copy_out_sql(table, fmt, shape)) as out:
         for block in out:
             digest.update(block)
             size += len(block)
@@ -165,10 +194,10 @@ def pump(
 
 
 def stream_table(src: psycopg.Connection, dst: psycopg.Connection, table: Table, fmt: str,
-                 tick: Callable[[int, "int | None"], None] | None = None) -> CopyStats:
+                 tick: Callable[[int, "int | None"], None] | None = None, shape: Shape = WHOLE) -> CopyStats:
     """COPY TO STDOUT -> COPY FROM STDIN, block by block; psycopg's writer queue bounds memory."""
     with dst.cursor().copy(copy_in_sql(table, fmt)) as into:
-        return pump(src, table, fmt, into.write, tick)
+        return pump(src, table, fmt, into.write, tick, shape)
 
 
 def count_rows(conn: psycopg.Connection, ref: TableRef) -> int:
@@ -234,9 +263,9 @@ ProgressFn = Callable[[TableRef, CopyStats], None]
 # (table, bytes so far, rows so far or None where the format does not show them, pg_class's
 # estimate of the rows); at most twice a second, for a table that takes longer than that.
 StreamFn = Callable[[TableRef, int, "int | None", int], None]
-# Called inside the load transaction with the target connection; raising rolls the load back.
-# The blocking checks plug in here.
-GateFn = Callable[[psycopg.Connection, TableCopy], None]
+# Called inside the load transaction with the source (in the snapshot) and target connections;
+# raising rolls the load back. The blocking checks plug in here.
+GateFn = Callable[[psycopg.Connection, psycopg.Connection, TableCopy], None]
 
 
 class Progress:
@@ -275,6 +304,7 @@ class Load:
     target: Endpoint
     snapshot_id: str
     hooks: Hooks
+    shapes: Mapping[TableRef, Shape]  # masked and subsetted tables; the others go whole
 
     @property
     def same_major(self) -> bool:
@@ -292,7 +322,8 @@ class Load:
             dst.execute(DROP_INDEX.format(index=sql.Identifier(ref.schema, index.name)))
         on_stream = self.hooks.on_stream
         tick = (lambda size, rows: on_stream(ref, size, rows, table.estimated_rows)) if on_stream else None
-        stats = stream_table(src, dst, table, copy_format(table, self.same_major), tick)
+        stats = stream_table(src, dst, table, copy_format(table, self.same_major), tick,
+                             self.shapes.get(ref, WHOLE))
         for index in deferred:
             dst.execute(sql.SQL(index.definition))  # pg_get_indexdef's own text, quoted by the server
         return replace(stats, seconds=time.perf_counter() - started)  # the whole table, rebuilds included
@@ -301,10 +332,10 @@ class Load:
         if self.hooks.on_table:
             self.hooks.on_table(ref, stats)
 
-    def run_gate(self, dst: psycopg.Connection, copied: Mapping[TableRef, CopyStats]) -> None:
+    def run_gate(self, src: psycopg.Connection, dst: psycopg.Connection, copied: Mapping[TableRef, CopyStats]) -> None:
         if self.hooks.gate:
             for ref, stats in copied.items():
-                self.hooks.gate(dst, table_copy(self.plan.catalog, self.target_catalog, ref, stats, self.snapshot_id))
+                self.hooks.gate(src, dst, table_copy(self.plan.catalog, self.target_catalog, ref, stats, self.snapshot_id))
 
     def finish(self, src: psycopg.Connection, dst: psycopg.Connection) -> dict[TableRef, ViewStats]:
         """After every table: the materialized views that read them, then the sequences (setval
@@ -324,7 +355,7 @@ class Load:
                     for ref in batch:
                         done[ref] = self.copy_one(src, dst, ref)
                         self.copied(ref, done[ref])
-                self.run_gate(dst, done)  # after the last table, so a cycle's members are all loaded
+                self.run_gate(src, dst, done)  # after the last table, so a cycle's members are all loaded
                 views = self.finish(src, dst)
         except psycopg.Error as exc:
             where = next((r for b in self.plan.batches for r in b if r not in done), "the materialized views")
@@ -350,7 +381,7 @@ class Load:
                     with wdst.transaction():
                         wdst.execute(REPLICA_ROLE)
                         stats = {ref: self.copy_one(wsrc, wdst, ref) for ref in unit}
-                        self.run_gate(wdst, stats)
+                        self.run_gate(wsrc, wdst, stats)
                     with lock:  # callbacks run one at a time, so they need not be thread-safe
                         done.update(stats)
                         for ref, s in stats.items():

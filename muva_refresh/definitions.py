@@ -23,7 +23,7 @@ def build_definitions(
 ) -> dg.Definitions:
     """`progress` hears of each table as it is copied, in-process, besides the run's own log."""
     settings = settings or Settings.load()
-    table_assets = build_table_assets(catalog, translator or TableTranslator(), settings.rls_expected)
+    table_assets = build_table_assets(catalog, translator or TableTranslator(), settings.rls_expected, settings.policy)
     refresh_staging = dg.define_asset_job(
         REFRESH_JOB,
         selection=dg.AssetSelection.assets(table_assets),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import psycopg
 from psycopg import sql
@@ -13,6 +13,7 @@ from .errors import ConfigError
 from .settings import DSN_VARS
 
 READ_ONLY_SESSION = sql.SQL("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+SET_SESSION_VALUE = sql.SQL("SELECT set_config(%s, %s, false)")
 # Text COPY and the content hash depend on how values are written out: both sides write alike,
 # whatever each server's defaults.
 TEXT_SETTINGS = sql.SQL(
@@ -26,6 +27,8 @@ class Endpoint:
 
     role: str  # "source" or "target"
     dsn: str = field(repr=False)
+    # Custom settings for every session, such as the masking key: sent as bound parameters, never shown.
+    session: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def __str__(self) -> str:
         try:
@@ -53,7 +56,7 @@ class Endpoint:
         try:
             if not self.dsn or "connect_timeout" in conninfo_to_dict(self.dsn):
                 return self
-            return Endpoint(self.role, make_conninfo(self.dsn, connect_timeout=seconds))
+            return replace(self, dsn=make_conninfo(self.dsn, connect_timeout=seconds))
         except psycopg.Error:
             return self  # unparsable: let connect() report it, scrubbed
 
@@ -65,6 +68,8 @@ class Endpoint:
         except psycopg.Error as exc:
             raise ConfigError(f"cannot connect to the {self}: {describe(exc, self)}") from None
         conn.execute(TEXT_SETTINGS)
+        for name, value in self.session:
+            conn.execute(SET_SESSION_VALUE, (name, value))
         conn.commit()
         if read_only:
             # Session-wide: even a statement sent outside our transactions cannot write.

@@ -11,6 +11,7 @@ from .catalog import Catalog, Table, catalog_drift
 from .endpoint import Endpoint
 from .errors import ConcurrentRefreshError, ConfigError, SchemaDriftError, UnsafeTargetError
 from .graph import Plan
+from .masking import MaskPlan, check_constraint_violations
 
 SERVER_IDENTITY = sql.SQL(
     "SELECT pg_postmaster_start_time()::text, current_database(), "
@@ -116,3 +117,13 @@ def guard_rls_bypass(plan: Plan, conns: Mapping[Endpoint, psycopg.Connection]) -
                 f"{shown} would silently miss rows; nothing was touched",
                 "connect as a role with BYPASSRLS (on Supabase: postgres)",
             )
+
+
+def guard_masked_checks(masking: MaskPlan, plan: Plan, src: psycopg.Connection) -> None:
+    """A masked value that a target CHECK constraint would reject fails the load halfway: find it
+    first, on the source inside the snapshot."""
+    problems = [problem for ref in plan.selected if masking.rules_of(ref)
+                for problem in check_constraint_violations(src, masking, plan.catalog.table(ref))]
+    if problems:
+        raise ConfigError("the masking policy breaks CHECK constraints: " + "; ".join(listed(problems))
+                          + "; nothing was touched", "choose rules whose values the constraints accept")

@@ -8,7 +8,7 @@ leaves staging exactly as it was.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Iterator, Mapping
 
 import psycopg
@@ -19,7 +19,10 @@ from .endpoint import Endpoint
 from .errors import ConfigError, CopyError
 from .copy import refresh_views
 from .graph import Plan, make_plan, views_in_order
-from .guards import guard_distinct, guard_rls_bypass, guard_schema, guard_single_refresh, guard_unchanged
+from .guards import (
+    guard_distinct, guard_masked_checks, guard_rls_bypass, guard_schema, guard_single_refresh, guard_unchanged,
+)
+from .policy import Shaping
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class RefreshOptions:
     # 1: one target transaction, all or nothing. More: level by level on that many connection
     # pairs, a transaction per table (or FK cycle); a failure leaves no table without its parents.
     workers: int = 1
+    shaping: Shaping | None = None  # masking and subset, evaluated by the source in the snapshot
 
     @property
     def effective_filter(self) -> TableFilter:
@@ -100,11 +104,14 @@ def refresh(
     if options.workers < 1:
         raise ConfigError(f"workers must be at least 1, got {options.workers}")
     started = time.perf_counter()
+    if options.shaping is not None:
+        source = replace(source, session=options.shaping.session())
     with exported_snapshot(source) as (src, snapshot_id):
         dst = target.connect(read_only=False)
         try:
             plan, target_catalog = guarded_plan(source, target, src, dst, options)
-            load = Load(plan, target_catalog, source, target, snapshot_id, Hooks(on_table, on_stream, gate))
+            shapes = options.shaping.shapes(plan.catalog) if options.shaping else {}
+            load = Load(plan, target_catalog, source, target, snapshot_id, Hooks(on_table, on_stream, gate), shapes)
             loaded = load.atomically(src, dst) if options.workers == 1 else load.in_parallel(src, dst, options.workers)
         finally:
             dst.close()
@@ -149,5 +156,7 @@ def guarded_plan(
     target_catalog = read_catalog(dst, TableFilter(source_catalog.schemas))
     guard_schema(plan, target_catalog)
     guard_rls_bypass(plan, {source: src, target: dst})
+    if options.shaping is not None:
+        guard_masked_checks(options.shaping.masking, plan, src)
     dst.commit()  # the load must start its own top-level transaction, not a savepoint
     return plan, target_catalog

@@ -17,6 +17,7 @@ from .copy import CopyStats, Progress, ViewStats
 from .definitions import REFRESH_JOB, VALIDATE_JOB, build_definitions
 from .errors import EXIT_FAILED, EXIT_OK, exit_code_for
 from .graph import make_plan
+from .policy import shaping_for
 from .settings import Settings
 
 # The CLI says what matters itself; the run's full log, traces included, stays in the UI.
@@ -76,23 +77,26 @@ class Runner:
                  progress: Progress | None = None):
         """`progress` hears of each table as a refresh copies it, besides the run's own log."""
         self.catalog = catalog
+        self.settings = settings or Settings.load()
         self.translator = translator or TableTranslator()
         self.keys = self.translator.keys(catalog)
-        self.defs = build_definitions(catalog, settings, self.translator, progress)
+        self.defs = build_definitions(catalog, self.settings, self.translator, progress)
 
-    def refresh(self, selected: Sequence[TableRef] | None, workers: int) -> JobOutcome:
-        make_plan(self.catalog, selected)  # refuse a bad selection before Dagster starts
-        config = {"ops": {TABLE_ASSETS_NAME: {"config": {"workers": workers}}}}
+    def refresh(self, selected: Sequence[TableRef] | None, workers: int, policy: str = "") -> JobOutcome:
+        make_plan(self.catalog, selected)  # refuse a bad selection or policy before Dagster starts
+        shaping_for(policy or self.settings.policy, self.catalog, self.settings.mask_salt)
+        config = {"ops": {TABLE_ASSETS_NAME: {"config": {"workers": workers, "policy": policy}}}}
         keys = [self.keys.key_of[r] for r in selected] if selected else None
         return self.execute(self.defs.resolve_job_def(REFRESH_JOB), config, keys)
 
-    def validate(self, selected: Sequence[TableRef] | None) -> JobOutcome:
+    def validate(self, selected: Sequence[TableRef] | None, policy: str = "") -> JobOutcome:
+        shaping_for(policy or self.settings.policy, self.catalog, self.settings.mask_salt)
         job = self.defs.resolve_job_def(VALIDATE_JOB)
         if selected:
             job = job.get_subset(asset_check_selection={
                 dg.AssetCheckKey(self.keys.key_of[r], c.name) for r in selected for c in CHECKS
             })
-        return self.execute(job, {}, None)
+        return self.execute(job, {"ops": {TABLE_ASSETS_NAME: {"config": {"policy": policy}}}}, None)
 
     def execute(self, job: dg.JobDefinition, config: Mapping[str, Any], keys: list[dg.AssetKey] | None) -> JobOutcome:
         started = time.perf_counter()

@@ -23,6 +23,8 @@ DEMO_DIR_VAR = "MUVA_DEMO_DIR"
 DAGSTER_HOME_VAR = "DAGSTER_HOME"
 MARKER_SQL_VAR = "MUVA_DEPLOY_MARKER_SQL"
 RLS_EXPECTED_VAR = "MUVA_RLS_EXPECTED"
+POLICY_VAR = "MUVA_POLICY"
+MASK_SALT_VAR = "MUVA_MASK_SALT"
 DEFAULT_MARKER_SQL = "SELECT max(version)::text FROM supabase_migrations.schema_migrations"
 ENV_FILE = ".env"
 WORK_DIR = ".muva"  # state, Dagster home and demo data, under the working directory
@@ -39,6 +41,8 @@ class Settings:
     env_file: Path
     deploy_marker_sql: str
     rls_expected: tuple[str, ...] = ()  # schema.table patterns whose RLS must be on, with or without neighbours
+    policy: str = ""  # a policy file, or demo / demo-tenant; empty: copy exactly
+    mask_salt: str | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> "Settings":
@@ -62,6 +66,8 @@ class Settings:
             env_file=here / ENV_FILE,
             deploy_marker_sql=env.get(MARKER_SQL_VAR, "").strip() or DEFAULT_MARKER_SQL,
             rls_expected=_csv(env.get(RLS_EXPECTED_VAR, "")),
+            policy=env.get(POLICY_VAR, "").strip(),
+            mask_salt=env.get(MASK_SALT_VAR) or None,
         )
 
 

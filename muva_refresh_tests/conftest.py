@@ -99,7 +99,8 @@ def pg15() -> Server:
 @pytest.fixture(autouse=True)
 def clean_settings(monkeypatch):
     """No test sees the developer's own configuration."""
-    for var in ("MUVA_SCHEMAS", "MUVA_INCLUDE", "MUVA_EXCLUDE", "MUVA_DEPLOY_MARKER_SQL", "MUVA_STATE_PATH"):
+    for var in ("MUVA_SCHEMAS", "MUVA_INCLUDE", "MUVA_EXCLUDE", "MUVA_DEPLOY_MARKER_SQL", "MUVA_STATE_PATH",
+                "MUVA_POLICY", "MUVA_MASK_SALT", "MUVA_RLS_EXPECTED"):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -113,6 +114,38 @@ def env(pg, tmp_path, monkeypatch):
     monkeypatch.setenv("MUVA_SOURCE_DSN", psycopg.conninfo.make_conninfo(source, password=SECRET))
     monkeypatch.setenv("MUVA_TARGET_DSN", psycopg.conninfo.make_conninfo(target, password=SECRET))
     monkeypatch.setenv("MUVA_STATE_PATH", str(tmp_path / "state" / "catalog.json"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    assert cli("introspect").code == 0
+    return source, target
+
+
+@pytest.fixture(scope="session")
+def muva(pg):
+    """MUVA production at scale 1 and a staging with stale rows, built once as templates."""
+    from muva_refresh.demo import create_schema, load_data, plant_stale_rows
+
+    prod = pg.create_database("muva_prod_tpl")
+    staging = pg.create_database("muva_staging_tpl")
+    with psycopg.connect(prod) as conn:
+        create_schema(conn)
+        load_data(conn, 1)
+    with psycopg.connect(staging) as conn:
+        create_schema(conn)
+        plant_stale_rows(conn)
+    return prod, staging
+
+
+@pytest.fixture
+def muva_env(pg, muva, tmp_path, monkeypatch):
+    """A fresh MUVA pair from the templates, its DSNs and state set, introspected."""
+    from .support import cli
+
+    prod_template, staging_template = (psycopg.conninfo.conninfo_to_dict(d)["dbname"] for d in muva)
+    source = pg.create_database("muva_prod", template=prod_template)
+    target = pg.create_database("muva_staging", template=staging_template)
+    monkeypatch.setenv("MUVA_SOURCE_DSN", source)
+    monkeypatch.setenv("MUVA_TARGET_DSN", target)
+    monkeypatch.setenv("MUVA_STATE_PATH", str(tmp_path / "catalog.json"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     assert cli("introspect").code == 0
     return source, target

@@ -4,7 +4,7 @@ import psycopg
 import pytest
 
 from muva_refresh.catalog import TableFilter, TableRef
-from muva_refresh.checks import CHECKS, ERROR, WARN, Verifier, validate_live
+from muva_refresh.checks import CHECKS, ERROR, WARN, CheckSettings, Verifier, validate_live
 from muva_refresh.endpoint import Endpoint
 from muva_refresh.refresh import refresh
 from muva_refresh.errors import BlockingCheckError
@@ -196,7 +196,7 @@ def test_rls_passes_where_no_table_of_the_schema_uses_it_unless_it_is_expected(p
     schemas = TableFilter(("public", "Billing Ops"))
     plain = next(o for o in validate_live(source, target, {billing: ["rls"]}, schemas))
     assert plain.passed and plain.metadata["rls_in_schema"] == "not used in schema Billing Ops"
-    expected = next(o for o in validate_live(source, target, {billing: ["rls"]}, schemas, ("Billing Ops.Cust*",)))
+    expected = next(o for o in validate_live(source, target, {billing: ["rls"]}, schemas, CheckSettings(rls_expected=("Billing Ops.Cust*",))))
     assert not expected.passed and expected.severity == WARN
     assert "MUVA_RLS_EXPECTED lists it (Billing Ops.Cust*)" in expected.summary
     neighbour = next(o for o in validate_live(source, target, {T["person"]: ["rls"]}, schemas))

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "muva_refresh"
-ENGINE = ("errors", "settings", "endpoint", "catalog", "graph", "guards", "copy", "refresh", "checks")
+ENGINE = ("errors", "settings", "endpoint", "catalog", "graph", "masking", "guards", "copy", "subset", "policy",
+          "refresh", "checks")
 EDGE = ("resources", "assets", "sensors", "definitions", "runs", "cli")
 SQL_START = re.compile(r"^\s*(SELECT|COPY|SET|TRUNCATE|DROP|CREATE|ALTER|INSERT|UPDATE|DELETE|WITH)\b")
 

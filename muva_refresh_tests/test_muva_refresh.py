@@ -1,9 +1,8 @@
 """The MUVA demo, end to end: the computed plan against the seed's, and a full refresh via the CLI."""
 
 import psycopg
-import pytest
 
-from muva_refresh.demo import create_schema, load_data, plant_stale_rows
+from muva_refresh.checks import CHECKS
 
 from .support import cli, table_fingerprints
 
@@ -29,34 +28,6 @@ CORRECTIONS = {
     "airbnb_motopress_accommodation_comparison": 2,  # accommodations (1), motopress_accommodations (1)
     "airbnb_motopress_unit_comparison": 3,  # accommodation_units (2), motopress_accommodation_units (2)
 }
-
-
-@pytest.fixture(scope="module")
-def muva(pg):
-    """Production at scale 1 and a staging with stale rows, built once as templates."""
-    prod = pg.create_database("muva_prod_tpl")
-    staging = pg.create_database("muva_staging_tpl")
-    with psycopg.connect(prod) as conn:
-        create_schema(conn)
-        load_data(conn, 1)
-    with psycopg.connect(staging) as conn:
-        create_schema(conn)
-        plant_stale_rows(conn)
-    return prod, staging
-
-
-@pytest.fixture
-def muva_env(pg, muva, tmp_path, monkeypatch):
-    prod_template, staging_template = (psycopg.conninfo.conninfo_to_dict(d)["dbname"] for d in muva)
-    source = pg.create_database("muva_prod", template=prod_template)
-    target = pg.create_database("muva_staging", template=staging_template)
-    monkeypatch.setenv("MUVA_SOURCE_DSN", source)
-    monkeypatch.setenv("MUVA_TARGET_DSN", target)
-    monkeypatch.setenv("MUVA_STATE_PATH", str(tmp_path / "catalog.json"))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
-    monkeypatch.delenv("MUVA_SCHEMAS", raising=False)
-    assert cli("introspect").code == 0
-    return source, target
 
 
 def test_the_computed_plan_is_the_seed_plan_with_its_mistakes_fixed(muva_env):
@@ -86,7 +57,7 @@ def test_a_full_refresh_makes_staging_equal_production_and_drops_stale_rows(muva
     assert errors == []
     warnings = [(c["asset"], c["check"]) for c in report["checks"] if not c["passed"]]
     assert warnings == [("code_embeddings", "rls")]
-    assert len(report["checks"]) == 42 * 7
+    assert len(report["checks"]) == 42 * len(CHECKS)
 
 
 def test_a_selected_refresh_copies_the_vectors_byte_for_byte(muva_env):

@@ -27,7 +27,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 SCREENSHOTS = dagster_dev.REPO_ROOT / "artifacts" / "ui"
 # Generous: a refresh run takes ~30 s from launch to SUCCESS, but over 90 s on a busy 2-core machine.
 RUN_TIMEOUT_SECONDS = 180
-CHECK_NAMES = {"row_count", "no_orphans", "rls", "unique_indexes", "indexes", "content", "sequences"}
+CHECK_NAMES = {"row_count", "no_orphans", "rls", "unique_indexes", "indexes", "content", "masking", "sequences"}
 
 ASSET_NODES_QUERY = """
 {
@@ -200,9 +200,9 @@ def test_asset_graph_materialize_all_and_checks_in_the_browser(dev: DagsterDev, 
             expect_after_reloads(page, lambda timeout: expect(node).to_contain_text("Materialized", timeout=timeout))
             page.screenshot(path=str(SCREENSHOTS / f"lineage_{table}.png"))
 
-            # code_embeddings' Checks tab: seven evaluated checks, rls failed at WARN severity.
+            # code_embeddings' Checks tab: every check evaluated, rls failed at WARN severity.
             page.goto(f"{dev.url}/assets/code_embeddings?view=checks")
-            expect(page.get_by_text("Checks (7)")).to_be_visible()
+            expect(page.get_by_text(f"Checks ({len(CHECK_NAMES)})")).to_be_visible()
             page.get_by_text("rls", exact=True).first.click()
             expect(page).to_have_url(re.compile(r"checkDetail=rls"))
             expect(page.get_by_text("RLS is off on the source and the target")).to_be_visible()
@@ -210,7 +210,7 @@ def test_asset_graph_materialize_all_and_checks_in_the_browser(dev: DagsterDev, 
             expect(result).to_contain_text("Failed")
             # A WARN failure is drawn with the yellow warning icon; an ERROR one would not be.
             expect(result.get_by_role("img", name="warning_outline")).to_be_visible()
-            panel = page.get_by_text("Checks (7)").locator("xpath=ancestor::*[contains(., 'unique_indexes')][1]")
+            panel = page.get_by_text(f"Checks ({len(CHECK_NAMES)})").locator("xpath=ancestor::*[contains(., 'unique_indexes')][1]")
             statuses = {name: list_status(panel.inner_text(), name) for name in CHECK_NAMES}
             assert statuses == {**{n: "Succeeded" for n in CHECK_NAMES}, "rls": "Failed"}
             page.screenshot(path=str(SCREENSHOTS / "checks_code_embeddings_rls.png"))
@@ -220,7 +220,7 @@ def test_asset_graph_materialize_all_and_checks_in_the_browser(dev: DagsterDev, 
             expect(page.get_by_text(re.compile(r"guest_reservations: ")).first).to_be_visible()
             result = page.get_by_text("Evaluation result", exact=True).locator("xpath=..")
             expect(result).to_contain_text("Passed")
-            panel = page.get_by_text("Checks (7)").locator("xpath=ancestor::*[contains(., 'unique_indexes')][1]")
+            panel = page.get_by_text(f"Checks ({len(CHECK_NAMES)})").locator("xpath=ancestor::*[contains(., 'unique_indexes')][1]")
             assert list_status(panel.inner_text(), "row_count") == "Succeeded"
             page.screenshot(path=str(SCREENSHOTS / "checks_guest_reservations_row_count.png"))
         finally:
@@ -278,7 +278,7 @@ def test_refresh_job_through_graphql(dev: DagsterDev) -> None:
     assert set(checks) == CHECK_NAMES
     latest = {name: c["executionForLatestMaterialization"] for name, c in checks.items()}
     assert all(e is not None and e["runId"] == run_id for e in latest.values()), latest
-    assert {c["name"] for c in checks.values() if c["blocking"]} == {"row_count", "no_orphans"}
+    assert {c["name"] for c in checks.values() if c["blocking"]} == {"row_count", "no_orphans", "masking"}
 
     [rls] = data["rls"]
     assert rls["runId"] == run_id

@@ -1,0 +1,69 @@
+"""A policy applied to a catalog: which columns are masked and which rows a subset sends.
+
+`Shaping` is what a refresh needs of a policy: the masking plan, the subset, and the derived
+masking key (never the salt itself). `shapes()` turns it into one `Shape` per table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+
+from .catalog import Catalog, TableRef
+from .copy import WHOLE, Shape
+from .errors import ConfigError
+from .masking import MaskPlan, Policy, load_policy, mask_key, plan_masking
+from .subset import Subset, row_filters
+
+MASK_KEY_SETTING = "muva.mask_key"
+# `--policy demo` and `--policy demo-tenant` name the policies the demo package ships.
+DEMO_POLICIES = {"demo": "policy.toml", "demo-tenant": "tenant.toml"}
+
+
+def policy_path(spec: str) -> Path:
+    if spec in DEMO_POLICIES:
+        return Path(str(resources.files("muva_refresh.demo").joinpath(DEMO_POLICIES[spec])))
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"no policy file at {path}", "pass --policy FILE (TOML or YAML), or demo / demo-tenant")
+    return path
+
+
+@dataclass(frozen=True)
+class Shaping:
+    policy: Policy
+    masking: MaskPlan
+    subset: Subset | None
+    key: str | None = field(default=None, repr=False)  # derived from MUVA_MASK_SALT
+
+    def session(self) -> tuple[tuple[str, str], ...]:
+        """What every source session sets, so the masked expressions can read the key."""
+        return ((MASK_KEY_SETTING, self.key),) if self.key else ()
+
+    def shapes(self, catalog: Catalog) -> dict[TableRef, Shape]:
+        filters = row_filters(catalog, self.subset) if self.subset else {}
+        found = {}
+        for table in catalog.tables:
+            rules = self.masking.rules_of(table.ref)
+            expressions = {c.name: self.masking.select_expression(table, c) for c in table.copied_columns if c.name in rules}
+            shape = replace(filters.get(table.ref, WHOLE), expressions=expressions)
+            if shape != WHOLE:
+                found[table.ref] = shape
+        return found
+
+
+def shaping_for(spec: str | None, catalog: Catalog, salt: str | None) -> Shaping | None:
+    """The policy named by `spec` applied to `catalog`; None without a policy. Refuses a policy
+    that cannot hold on this catalog, or one with keyed rules and no salt."""
+    if not spec:
+        return None
+    policy = load_policy(policy_path(spec))
+    masking = plan_masking(policy, catalog)
+    if masking.needs_key and not salt:
+        raise ConfigError(f"the policy {policy.path} hashes values, which needs a secret salt; nothing was touched",
+                          "set MUVA_MASK_SALT (keep it secret: the masked values are only as safe as the salt)")
+    subset = Subset(dict(policy.subset), policy.exclude) if policy.subset or policy.exclude else None
+    if subset:
+        row_filters(catalog, subset)  # refuse a subset that cannot hold before anything runs
+    return Shaping(policy, masking, subset, mask_key(salt) if salt else None)
