@@ -13,7 +13,10 @@ import psycopg
 from psycopg import sql
 
 from muva_refresh.catalog import Catalog, TableFilter, TableRef, read_catalog
+from muva_refresh.checks import CheckOutcome, CheckSettings, Verifier
 from muva_refresh.cli import Printer, main
+from muva_refresh.endpoint import Endpoint
+from muva_refresh.refresh import RefreshOptions, RefreshReport, refresh
 
 SECRET = "pw-Never-Shown-42"  # trust auth ignores it, so it rides along in every DSN
 TWISTS = TableFilter(("public",))
@@ -102,3 +105,12 @@ def plant_copy_failure(dsn: str) -> None:
     """A CHECK on the target that one source row violates: the guards pass, the copy fails."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("ALTER TABLE customer ADD CONSTRAINT no_seven CHECK (name <> 'customer 7') NOT VALID")
+
+
+def checked_refresh(source: Endpoint, target: Endpoint, options: RefreshOptions = RefreshOptions(),
+                    settings: CheckSettings = CheckSettings()) -> tuple[RefreshReport, list[CheckOutcome]]:
+    """A refresh as the table assets run it: blocking checks in the load, the others after COMMIT."""
+    verifier = Verifier(settings)
+    report = refresh(source, target, options, gate=verifier.gate)
+    verifier.after_commit(target, report.copies())
+    return report, verifier.outcomes

@@ -6,8 +6,10 @@ import pytest
 from muva_refresh.catalog import TableFilter, TableRef
 from muva_refresh.checks import CHECKS, ERROR, WARN, CheckSettings, Verifier, validate_live
 from muva_refresh.endpoint import Endpoint
-from muva_refresh.refresh import refresh
 from muva_refresh.errors import BlockingCheckError
+from muva_refresh.refresh import refresh
+
+from .support import checked_refresh
 
 ALL_CHECKS = [c.name for c in CHECKS]
 T = {name: TableRef("public", name) for name in ("region", "customer", "person", "team", "shelf", "item", "audit_log")}
@@ -17,10 +19,8 @@ T = {name: TableRef("public", name) for name in ("region", "customer", "person",
 def refreshed(pg):
     source = Endpoint("source", pg.database_from_sql("src", "twists.sql"))
     target = Endpoint("target", pg.database_from_sql("dst", "twists.sql"))
-    verifier = Verifier()
-    report = refresh(source, target, gate=verifier.gate)
-    verifier.after_commit(target, report.copies())
-    return source, target, verifier.outcomes
+    _, outcomes = checked_refresh(source, target)
+    return source, target, outcomes
 
 
 def on_target(target: Endpoint, *statements: str) -> None:
@@ -172,10 +172,8 @@ def test_a_blocking_check_failure_rolls_the_whole_refresh_back(pg):
 def test_a_table_without_a_key_with_duplicates_and_json_is_hashed_in_any_order(pg):
     source = Endpoint("source", pg.database_from_sql("src", "keyless.sql"))
     target = Endpoint("target", pg.database_from_sql("dst", "keyless.sql"))
-    verifier = Verifier()
-    report = refresh(source, target, gate=verifier.gate)
-    verifier.after_commit(target, report.copies())
-    assert all(o.passed for o in verifier.outcomes if o.check != "rls")
+    report, outcomes = checked_refresh(source, target)
+    assert all(o.passed for o in outcomes if o.check != "rls")
     log = TableRef("public", "event_log")
     assert report.tables[log].format == "text" and report.tables[log].rows == 64
     # The same rows in another physical order: still equal.

@@ -6,12 +6,12 @@ import pytest
 
 from muva_refresh import copy
 from muva_refresh.catalog import TableFilter, TableRef
-from muva_refresh.checks import Verifier, validate_live
+from muva_refresh.checks import validate_live
 from muva_refresh.endpoint import Endpoint
 from muva_refresh.graph import make_plan
-from muva_refresh.refresh import RefreshOptions, refresh
+from muva_refresh.refresh import RefreshOptions
 
-from .support import saved_catalog
+from .support import checked_refresh, saved_catalog
 
 WITH_COUNTERS = TableFilter(("public", "counters"))
 FIRST_INSERTS = (
@@ -35,10 +35,8 @@ def pair(pg):
 
 
 def checked(source: Endpoint, target: Endpoint, table_filter: TableFilter) -> dict[str, object]:
-    verifier = Verifier()
-    report = refresh(source, target, RefreshOptions(table_filter=table_filter), gate=verifier.gate)
-    verifier.after_commit(target, report.copies())
-    return {o.table.name: o for o in verifier.outcomes if o.check == "sequences"}
+    _, outcomes = checked_refresh(source, target, RefreshOptions(table_filter=table_filter))
+    return {o.table.name: o for o in outcomes if o.check == "sequences"}
 
 
 def sequence_state(dsn: str) -> dict[str, tuple[int, bool]]:

@@ -4,13 +4,13 @@ import psycopg
 import pytest
 
 from muva_refresh.catalog import TableFilter, TableRef
-from muva_refresh.checks import CheckSettings, Verifier
+from muva_refresh.checks import CheckSettings
 from muva_refresh.endpoint import Endpoint
 from muva_refresh.errors import ConfigError
 from muva_refresh.policy import shaping_for
 from muva_refresh.refresh import RefreshOptions, refresh
 
-from .support import saved_catalog
+from .support import checked_refresh, saved_catalog
 
 
 def ids(dsn: str, table: str, column: str = "id") -> list:
@@ -35,16 +35,15 @@ def test_a_subset_keeps_what_reaches_the_root_and_what_that_references(pair, tmp
     source, target = pair
     catalog = saved_catalog(source.dsn, TableFilter())
     shaping = shaping_for(policy(tmp_path, '[subset]\n"public.tenant" = "name = \'one\'"\n'), catalog, None)
-    verifier = Verifier(CheckSettings(shaping=shaping))
-    report = refresh(source, target, RefreshOptions(workers=workers, shaping=shaping), gate=verifier.gate)
-    verifier.after_commit(target, report.copies())
+    report, outcomes = checked_refresh(source, target, RefreshOptions(workers=workers, shaping=shaping),
+                                       CheckSettings(shaping=shaping))
     assert ids(target.dsn, "guest") == [100, 101, 102]  # tenant one's guests
     assert ids(target.dsn, "note") == [1, 2]  # the notes that reach them
     assert ids(target.dsn, "unit") == [10, 20]  # u20 comes along: guest 101 stays there
     assert ids(target.dsn, "tenant") == [1, 2]  # and so does its tenant
     assert ids(target.dsn, "country", "code") == ["AR", "CO", "US"]  # reached by no root: whole
     assert len(ids(target.dsn, "audit", "at")) == 2
-    failed = [o.summary for o in verifier.outcomes if o.fails_run]
+    failed = [o.summary for o in outcomes if o.fails_run]
     assert failed == []  # row counts against the subset's stream, no orphans, content of the stream
     assert report.tables[TableRef("public", "guest")].rows == 3
 
