@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from typing import IO, TYPE_CHECKING, Any, Callable, Sequence
+from typing import IO, TYPE_CHECKING, Any, Sequence
 
 from .catalog import Catalog, TableRef, read_catalog, resolve_tables
 from .checks import CHECK_BY_NAME, CheckOutcome
@@ -338,7 +338,6 @@ def cmd_history(args: argparse.Namespace, settings: Settings, out: Printer) -> i
 
 # --- argument parsing -----------------------------------------------------------------------
 
-Command = Callable[[argparse.Namespace, Settings, Printer], int]
 POLICY_HELP = "masking and subset policy: a TOML or YAML file, or demo / demo-tenant (default: MUVA_POLICY)"
 
 

@@ -111,7 +111,7 @@ def guard_rls_bypass(plan: Plan, conns: Mapping[Endpoint, psycopg.Connection]) -
     for endpoint, conn in conns.items():
         user, bypasses = conn.execute(BYPASSES_RLS).fetchone()
         if not bypasses:
-            shown = ", ".join(listed(guarded, 5)).replace(", ...", " ...")
+            shown = ", ".join(guarded[:5]) + (f" and {len(guarded) - 5} more" if len(guarded) > 5 else "")
             raise ConfigError(
                 f"role {user!r} on the {endpoint.role} cannot bypass row-level security, so its copy of "
                 f"{shown} would silently miss rows; nothing was touched",

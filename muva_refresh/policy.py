@@ -14,7 +14,7 @@ from .catalog import Catalog, TableRef
 from .copy import WHOLE, Shape
 from .errors import ConfigError
 from .masking import MaskPlan, Policy, load_policy, mask_key, plan_masking
-from .subset import Subset, row_filters
+from .subset import Subset, refuse_unholdable, row_filters
 
 MASK_KEY_SETTING = "muva.mask_key"
 # `--policy demo` and `--policy demo-tenant` name the policies the demo package ships.
@@ -65,5 +65,5 @@ def shaping_for(spec: str | None, catalog: Catalog, salt: str | None) -> Shaping
                           "set MUVA_MASK_SALT (keep it secret: the masked values are only as safe as the salt)")
     subset = Subset(dict(policy.subset), policy.exclude) if policy.subset or policy.exclude else None
     if subset:
-        row_filters(catalog, subset)  # refuse a subset that cannot hold before anything runs
+        refuse_unholdable(catalog, subset)  # before anything runs
     return Shaping(policy, masking, subset, mask_key(salt) if salt else None)

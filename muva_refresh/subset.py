@@ -34,7 +34,7 @@ class Subset:
 
 def row_filters(catalog: Catalog, subset: Subset) -> dict[TableRef, Shape]:
     """The CTEs and filter of every table that does not go whole; refuses what it cannot keep whole."""
-    check(catalog, subset)
+    refuse_unholdable(catalog, subset)
     builder = FilterBuilder(catalog, subset)
     shapes = {ref: Shape(where=sql.SQL("false")) for ref in subset.excluded(catalog)}
     for ref in sorted(builder.scoped):
@@ -42,7 +42,9 @@ def row_filters(catalog: Catalog, subset: Subset) -> dict[TableRef, Shape]:
     return shapes
 
 
-def check(catalog: Catalog, subset: Subset) -> None:
+def refuse_unholdable(catalog: Catalog, subset: Subset) -> None:
+    """Roots that are not copied tables, an excluded parent of a copied table, and what a subset
+    cannot follow (self-references, cycles) are refused, each naming the tables."""
     unknown = [str(r) for r in subset.roots if r not in catalog.by_ref]
     if unknown:
         raise ConfigError(f"subset root(s) {', '.join(unknown)} are not copied tables",
