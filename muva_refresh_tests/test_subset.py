@@ -66,3 +66,16 @@ def test_subset_roots_must_be_copied_tables_and_reach_no_self_reference(pg, tmp_
         shaping_for(policy(tmp_path, '[subset]\n"public.nowhere" = "true"\n'), catalog, None)
     with pytest.raises(ConfigError, match=r"public\.customer references itself \(customer_referred_by_fkey\)"):
         shaping_for(policy(tmp_path, '[subset]\n"public.region" = "id = 1"\n'), catalog, None)
+
+
+def test_a_masked_value_a_check_would_reject_is_refused_before_anything_is_touched(pg, tmp_path):
+    source = Endpoint("source", pg.database_from_sql("src", "masking.sql"))
+    target = Endpoint("target", pg.database_from_sql("dst", "masking.sql"))
+    with psycopg.connect(target.dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM guests WHERE id > 1")
+    catalog = saved_catalog(source.dsn, TableFilter())
+    rule = '[mask]\n"public.guests.doc" = { rule = "sql", expression = "\'X\' || {column}" }\n'
+    shaping = shaping_for(policy(tmp_path, rule), catalog, None)
+    with pytest.raises(ConfigError, match=r"breaks CHECK constraints: public\.guests\.doc: .*doc_is_four_digits"):
+        refresh(source, target, RefreshOptions(shaping=shaping))
+    assert ids(target.dsn, "guests") == [1]
