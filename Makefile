@@ -22,11 +22,18 @@ test: $(BIN)/muva-refresh  ## the whole test suite, on real PostgreSQL
 	$(BIN)/pytest
 
 ui: $(BIN)/muva-refresh  ## dagster dev on the same instance the CLI uses
-	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/python -c 'from muva_refresh.cli import ensure_dagster_home; from muva_refresh.settings import Settings; ensure_dagster_home(Settings.load())'
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
-bench: $(BIN)/muva-refresh  ## the performance figures
-	$(BIN)/python bench/benchmark.py
+# pgcopydb is one of the baselines: Debian's is installed when missing, and apt failing stops the run.
+# A quick run: make bench BENCH_ARGS="--shapes seed,wide --repeat 1 --wide-mb 100"
+bench: $(BIN)/muva-refresh  ## the performance figures, beside pgcopydb, psql and pg_dump/pg_restore
+	@if ! command -v pgcopydb >/dev/null 2>&1; then \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO="sudo"; \
+	  $$SUDO apt-get update && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends pgcopydb; \
+	fi
+	$(BIN)/python bench/benchmark.py $(BENCH_ARGS)
 
 down: $(BIN)/muva-refresh
 	$(BIN)/muva-refresh demo down

@@ -381,20 +381,27 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+CLI_INSTANCE_HEADER = "# Runs and check history in SQLite here; for PostgreSQL see the repository's dagster.yaml.\n"
+CLI_INSTANCE = (
+    CLI_INSTANCE_HEADER
+    + "# Dagster's SQLite event log, keeping its files open between events (muva_refresh/storage.py).\n"
+    "event_log_storage:\n  module: muva_refresh.storage\n  class: KeptOpenSqliteEventLogStorage\n"
+    "# One refresh at a time: the table assets share one pool, limited to one run.\n"
+    "concurrency:\n  pools:\n    default_limit: 1\n    granularity: run\n"
+    "# Dagster's usage statistics are off; set enabled: true to send them.\n"
+    "telemetry:\n  enabled: false\n"
+)
+
+
 def ensure_dagster_home(settings: Settings) -> None:
-    """DAGSTER_HOME, defaulting to the one `make ui` uses; a missing dagster.yaml means SQLite storage."""
+    """DAGSTER_HOME, defaulting to the one `make ui` uses, with the CLI's dagster.yaml unless the
+    user wrote their own; one an earlier release of the CLI wrote is brought up to date."""
     os.environ.setdefault(DAGSTER_HOME_VAR, str(settings.dagster_home))
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(
-            "# Runs and check history in SQLite here; for PostgreSQL see the repository's dagster.yaml.\n"
-            "# One refresh at a time: the table assets share one pool, limited to one run.\n"
-            "concurrency:\n  pools:\n    default_limit: 1\n    granularity: run\n"
-            "# Dagster's usage statistics are off; set enabled: true to send them.\n"
-            "telemetry:\n  enabled: false\n"
-        )
+    if not config.exists() or (config.read_text().startswith(CLI_INSTANCE_HEADER) and config.read_text() != CLI_INSTANCE):
+        config.write_text(CLI_INSTANCE)
 
 
 def main(argv: Sequence[str] | None = None, out: Printer | None = None) -> int:

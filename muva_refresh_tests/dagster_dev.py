@@ -27,6 +27,7 @@ import requests
 import yaml
 
 from muva_refresh import demo
+from muva_refresh.cli import CLI_INSTANCE
 from muva_refresh.settings import SOURCE_DSN_VAR, TARGET_DSN_VAR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +156,7 @@ def start_demo(root: Path) -> dict[str, str]:
     home = root / "home"
     home.mkdir(parents=True)
     (root / "tmp").mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (home / "dagster.yaml").write_text(CLI_INSTANCE)  # the instance the CLI writes, its event log included
     # env_file inside root: demo.up would otherwise rewrite the repo's own .env.
     info = demo.up(scale=1, data_dir=root / "pg", env_file=root / ".env")
     env = dict(os.environ)

@@ -43,7 +43,7 @@ def test_refreshes_and_check_history_live_in_postgres(postgres_instance):
 
 def test_the_instance_limits_the_refresh_pool_to_one_run(postgres_instance):
     with dg.DagsterInstance.get() as instance:
-        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert type(instance.event_log_storage).__name__ == "PooledPostgresEventLogStorage"
         settings = instance.get_concurrency_config()
         assert settings.pool_config.default_pool_limit == 1
         assert settings.pool_config.pool_granularity.value == "run"

@@ -1,0 +1,175 @@
+"""Dagster event-log storages that keep their database connections, named in dagster.yaml.
+
+A refresh stores about a thousand events: a planned event, an output and a result for every
+table and every check. Dagster 1.13.27's storages open a new connection for each write (NullPool),
+three or four per check event, and SQLite also syncs and checkpoints its file on every close;
+that costs 6 to 30 ms an event, more than the copy itself at seed size. These subclasses change
+only how connections are held, so every process that reads dagster.yaml (the CLI, the
+webserver, the daemon, a run worker) writes the same tables the same way.
+
+They override private methods of Dagster's storages, so they refuse to load under any Dagster
+release but the one they were written against.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
+
+import sqlalchemy as db
+from dagster import Field, StringSource
+from dagster import _check as check
+from dagster._core.storage.event_log import SqliteEventLogStorage
+from dagster._core.storage.sql import create_engine
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._serdes import ConfigurableClassData
+from dagster.version import __version__ as DAGSTER_VERSION
+from dagster_postgres import PostgresEventLogStorage
+from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
+from sqlalchemy.pool import StaticPool
+
+from .errors import ConfigError
+
+WRITTEN_FOR_DAGSTER = "1.13.27"  # pyproject.toml pins dagster to this release
+OPEN_SHARDS = 8  # SQLite run files kept open at once; the webserver reads many runs
+# As dagster-postgres pools the webserver's connections (optimize_for_webserver): no ping per checkout.
+POSTGRES_POOL = {"pool_size": 2, "max_overflow": 8, "pool_recycle": 600}
+
+
+def require_pinned_dagster(found: str = DAGSTER_VERSION) -> None:
+    if found != WRITTEN_FOR_DAGSTER:
+        raise ConfigError(
+            f"dagster.yaml names a muva_refresh event-log storage, written for dagster {WRITTEN_FOR_DAGSTER}, "
+            f"but dagster {found} is installed",
+            f"install dagster=={WRITTEN_FOR_DAGSTER} (as pyproject.toml pins it), or use Dagster's own storage "
+            "in dagster.yaml",
+        )
+
+
+class CachedHasTable:
+    """Dagster asks whether a table exists before every check event; tables are only ever added."""
+
+    _tables_seen: set[str]
+
+    def has_table(self, table_name: str) -> bool:
+        seen = self.__dict__.setdefault("_tables_seen", set())
+        if table_name not in seen and super().has_table(table_name):  # type: ignore[misc]
+            seen.add(table_name)
+        return table_name in seen
+
+
+class KeptOpenSqliteEventLogStorage(CachedHasTable, SqliteEventLogStorage):
+    """SQLite event log (a file per run plus an index file) with one open connection per file.
+
+    Commits are synchronous=NORMAL, which WAL makes safe against a crash of the process; the
+    last events before a power loss may be lost. Dagster's own watcher (the UI's live run log)
+    waits for the run file to change, which used to happen at each close's checkpoint; a
+    touch of the file after each event tells it instead.
+    """
+
+    def __init__(self, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None):
+        require_pinned_dagster()
+        self._engines: OrderedDict[str, Any] = OrderedDict()
+        self._engines_lock = threading.Lock()
+        super().__init__(base_dir or default_event_log_dir(), inst_data)
+
+    @classmethod
+    def config_type(cls) -> Mapping[str, Any]:
+        return {"base_dir": Field(StringSource, is_required=False)}
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+                          ) -> "KeptOpenSqliteEventLogStorage":
+        return cls(config_value.get("base_dir"), inst_data=inst_data)
+
+    def engine_for(self, shard: str) -> Any:
+        with self._engines_lock:
+            engine = self._engines.pop(shard, None)
+            if engine is None:
+                engine = create_engine(
+                    self.conn_string_for_shard(shard),
+                    poolclass=StaticPool,  # _db_lock already lets one thread in at a time
+                    connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+                )
+                db.event.listen(engine, "connect", relaxed_sync)
+            self._engines[shard] = engine
+            while len(self._engines) > OPEN_SHARDS:
+                self._engines.popitem(last=False)[1].dispose()
+            return engine
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Any]:
+        with self._db_lock:
+            check.str_param(shard, "shard")
+            engine = self.engine_for(shard)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn, conn.begin():
+                yield conn
+
+    def store_event(self, event: Any) -> None:
+        super().store_event(event)
+        path = self.path_for_shard(event.run_id)
+        if os.path.exists(path):
+            os.utime(path)  # wakes the watchers of this run, as a checkpoint on close used to
+
+    def dispose(self) -> None:
+        super().dispose()
+        with self._engines_lock:
+            while self._engines:
+                self._engines.popitem()[1].dispose()
+
+
+class PooledPostgresEventLogStorage(CachedHasTable, PostgresEventLogStorage):
+    """dagster-postgres's event log with a small connection pool instead of a connection per write."""
+
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
+                 inst_data: ConfigurableClassData | None = None, token_provider: Any = None):
+        require_pinned_dagster()
+        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        self._engine.dispose()
+        self._engine = create_pg_engine(postgres_url, token_provider, isolation_level="AUTOCOMMIT", **POSTGRES_POOL)
+        db.event.listen(self._engine, "connect", asynchronous_commit)
+
+    def optimize_for_webserver(self, statement_timeout: int, pool_recycle: int, max_overflow: int) -> None:
+        """The webserver's own pool, which writes the planned events of a run launched from the UI."""
+        super().optimize_for_webserver(statement_timeout, pool_recycle, max_overflow)
+        db.event.listen(self._engine, "connect", asynchronous_commit)
+
+    @classmethod
+    def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+                          ) -> "PooledPostgresEventLogStorage":
+        return cls(
+            pg_url_from_config(config_value),
+            config_value.get("should_autocreate_tables", True),
+            inst_data=inst_data,
+            token_provider=get_token_provider_from_config(config_value),
+        )
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._engine.dispose()
+
+
+def asynchronous_commit(dbapi_connection: Any, _record: Any) -> None:
+    """Each event is several autocommitted statements; not waiting for each WAL flush is what
+    makes them cheap. A crash of the server may lose the last events, never corrupt the log."""
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit = off")
+    dbapi_connection.commit()
+
+
+def relaxed_sync(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA synchronous=NORMAL")
+
+
+def default_event_log_dir() -> str:
+    """Where Dagster's default SQLite storage keeps the event log, so history carries over."""
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        raise ConfigError("DAGSTER_HOME is not set", "set it, or give the event-log storage a base_dir in dagster.yaml")
+    return os.path.join(home, "storage", "history", "runs", "")

@@ -1,0 +1,110 @@
+"""The event-log storages dagster.yaml names: connections kept between events, the same tables and
+the same watchers as Dagster's own storages, and only under the Dagster release they were written for."""
+
+import threading
+import time
+import uuid
+
+import dagster as dg
+import pytest
+from dagster._core.events.log import EventLogEntry
+from dagster_postgres import PostgresEventLogStorage
+
+from muva_refresh.cli import CLI_INSTANCE, CLI_INSTANCE_HEADER
+from muva_refresh.errors import ConfigError
+from muva_refresh.storage import (
+    WRITTEN_FOR_DAGSTER,
+    KeptOpenSqliteEventLogStorage,
+    PooledPostgresEventLogStorage,
+    require_pinned_dagster,
+)
+
+from .support import cli
+from .test_instance import postgres_instance  # noqa: F401  (a fixture)
+
+
+def message(run_id: str, text: str) -> EventLogEntry:
+    return EventLogEntry(error_info=None, level="INFO", user_message=text, run_id=run_id, timestamp=time.time())
+
+
+def test_the_cli_instance_stores_events_with_kept_open_files(env, tmp_path):
+    first, second = cli("refresh", "--json"), cli("refresh", "--json")
+    assert first.code == second.code == 0
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.event_log_storage) is KeptOpenSqliteEventLogStorage
+    assert (tmp_path / "dagster_home" / "dagster.yaml").read_text() == CLI_INSTANCE
+    entries = cli("history", "customer", "--check", "row_count", "--json").json
+    assert [e["run_id"] for e in entries] == [first.json["run_id"], second.json["run_id"]]
+
+
+def test_an_instance_an_earlier_cli_wrote_is_brought_up_to_date_and_a_users_own_is_kept(env, tmp_path):
+    config = tmp_path / "dagster_home" / "dagster.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(CLI_INSTANCE_HEADER + "telemetry:\n  enabled: false\n")
+    assert cli("plan").code == 0
+    assert config.read_text() == CLI_INSTANCE
+    own = "# mine\ntelemetry:\n  enabled: false\n"
+    config.write_text(own)
+    assert cli("plan").code == 0
+    assert config.read_text() == own
+
+
+def test_a_watcher_hears_events_another_instance_stores(tmp_path):
+    """The UI's live run log: the webserver watches a run file that the run worker writes."""
+    reader = KeptOpenSqliteEventLogStorage(str(tmp_path))
+    writer = KeptOpenSqliteEventLogStorage(str(tmp_path))
+    run_id = str(uuid.uuid4())
+    writer.store_event(message(run_id, "first"))
+    heard: list[str] = []
+    arrived = threading.Event()
+
+    def on_event(entry, _cursor):
+        heard.append(entry.user_message)
+        arrived.set()
+
+    reader.watch(run_id, None, on_event)
+    try:
+        writer.store_event(message(run_id, "second"))
+        assert arrived.wait(10), "the watcher never heard the second event"
+        assert "second" in heard
+        assert [r.event_log_entry.user_message for r in reader.get_records_for_run(run_id).records] == ["first", "second"]
+    finally:
+        reader.end_watch(run_id, on_event)
+        reader.dispose()
+        writer.dispose()
+
+
+def test_the_sqlite_storage_keeps_a_bounded_number_of_files_open(tmp_path):
+    storage = KeptOpenSqliteEventLogStorage(str(tmp_path))
+    try:
+        for _ in range(12):
+            storage.store_event(message(str(uuid.uuid4()), "hello"))
+        assert len(storage._engines) <= 8
+    finally:
+        storage.dispose()
+
+
+def test_a_refresh_on_the_pooled_postgres_storage_reads_back_through_dagsters_own(postgres_instance):  # noqa: F811
+    done = cli("refresh", "--json")
+    assert done.code == 0, done.err
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        assert type(storage) is PooledPostgresEventLogStorage
+        with storage._connect() as conn:
+            assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
+    plain = PostgresEventLogStorage(storage.postgres_url)
+    try:
+        key = dg.AssetCheckKey(dg.AssetKey(["customer"]), "row_count")
+        records = plain.get_asset_check_execution_history(key, limit=5)
+        assert [r.run_id for r in records] == [done.json["run_id"]]
+        assert records[0].status.value == "SUCCEEDED"
+    finally:
+        plain.dispose()
+
+
+def test_the_storages_refuse_another_dagster_release():
+    require_pinned_dagster(WRITTEN_FOR_DAGSTER)
+    with pytest.raises(ConfigError) as refused:
+        require_pinned_dagster("1.14.0")
+    assert f"written for dagster {WRITTEN_FOR_DAGSTER}" in str(refused.value)
+    assert "dagster 1.14.0 is installed" in str(refused.value)
