@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
-import pandas as pd
 import psycopg
 from psycopg import sql
 
 from .catalog import Catalog, ForeignKey, Index, Table, TableFilter, TableRef, read_catalog
-from .copy import WHOLE, CopyStats, Shape, TableCopy, copy_format, count_rows, pump
+from .copy import WHOLE, Shape, TableCopy, count_rows, row_digest
 from .endpoint import Endpoint
 from .errors import BlockingCheckError
 from .masking import PERSONAL_NAME, TEXT_TYPE
@@ -28,6 +29,7 @@ from .policy import Shaping
 ERROR, WARN = "ERROR", "WARN"
 IN_LOAD, AFTER_COMMIT = "in_load", "after_commit"
 SAMPLE_LIMIT = 10
+AFTER_COMMIT_CONNECTIONS = 2
 SNAPSHOT_BASIS = "snapshot"
 LIVE_BASIS = "live: current target against current source, no refresh in this run"
 
@@ -78,20 +80,21 @@ class SourceFacts(Protocol):
 
     def rows(self, table: Table) -> int: ...
 
-    def digest(self, table: Table) -> tuple[str, str]: ...  # (digest, COPY format)
+    def digest(self, table: Table) -> str: ...  # the row digest (copy.ROW_DIGEST) of what a refresh sends
 
 
 @dataclass(frozen=True)
 class SnapshotFacts:
-    """Read off the COPY stream of the refresh: nothing is asked of the source again."""
+    """Read in the refresh's snapshot (the rows COPY sent, the digest hashed beside the load):
+    nothing is asked of the source again."""
 
     copy: TableCopy
 
     def rows(self, table: Table) -> int:
         return self.copy.stats.rows
 
-    def digest(self, table: Table) -> tuple[str, str]:
-        return self.copy.stats.digest, self.copy.stats.format
+    def digest(self, table: Table) -> str:
+        return self.copy.stats.digest
 
 
 @dataclass(frozen=True)
@@ -99,24 +102,21 @@ class LiveFacts:
     """Asked of the source now, through one REPEATABLE READ transaction."""
 
     src: psycopg.Connection
-    same_major: bool
     shapes: Mapping[TableRef, Shape]  # as a refresh would send each table: masked, subsetted
-    streamed: dict[TableRef, CopyStats] = field(default_factory=dict)
+    hashed: dict[TableRef, tuple[int, str]] = field(default_factory=dict)
 
     def rows(self, table: Table) -> int:
-        if table.ref in self.shapes:  # a subset's count is the stream's
-            return self.stream(table).rows
+        if table.ref in self.shapes:  # a subset's count is what a refresh would send
+            return self.hash(table)[0]
         return count_rows(self.src, table.ref)
 
-    def digest(self, table: Table) -> tuple[str, str]:
-        stats = self.stream(table)
-        return stats.digest, stats.format
+    def digest(self, table: Table) -> str:
+        return self.hash(table)[1]
 
-    def stream(self, table: Table) -> CopyStats:
-        if table.ref not in self.streamed:
-            fmt = copy_format(table, self.same_major)
-            self.streamed[table.ref] = pump(self.src, table, fmt, shape=self.shapes.get(table.ref, WHOLE))
-        return self.streamed[table.ref]
+    def hash(self, table: Table) -> tuple[int, str]:
+        if table.ref not in self.hashed:
+            self.hashed[table.ref] = row_digest(self.src, table, self.shapes.get(table.ref, WHOLE))
+        return self.hashed[table.ref]
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,14 @@ def row_count(s: CheckSubject) -> CheckOutcome:
     return s.outcome("row_count", gap == 0, summary, target_rows=actual, source_rows=expected, **s.basis)
 
 
+def sample_table(rows: list[dict[str, Any]]) -> Any:
+    """The rows a failure shows, as a DataFrame; pandas is imported only when a check fails, so
+    a passing refresh does not pay for it."""
+    import pandas
+
+    return pandas.DataFrame(rows)
+
+
 def orphans_sql(fk: ForeignKey) -> sql.Composed:
     child = [sql.SQL("c.{}").format(sql.Identifier(c)) for c in fk.child_columns]
     return ORPHANS.format(
@@ -179,7 +187,7 @@ def no_orphans(s: CheckSubject) -> CheckOutcome:
                f"{total:,} orphans in {s.ref}: {', '.join(bad)}")
     metadata: dict[str, Any] = {"orphans": total, "fks_checked": len(fks), **{f"orphans.{n}": c for n, c in per_fk.items()}}
     if samples:
-        metadata["orphan_sample"] = pd.DataFrame(samples[:SAMPLE_LIMIT])
+        metadata["orphan_sample"] = sample_table(samples[:SAMPLE_LIMIT])
     return s.outcome("no_orphans", total == 0, summary, **metadata)
 
 
@@ -227,7 +235,7 @@ def compare_indexes(check: str, s: CheckSubject, unique: bool) -> CheckOutcome:
                f"{s.ref}: missing on the target: {', '.join(missing)}")
     metadata: dict[str, Any] = {"source_indexes": len(wanted), "missing": len(missing)}
     if missing:
-        metadata["missing_indexes"] = pd.DataFrame(
+        metadata["missing_indexes"] = sample_table(
             [{"index": n, "definition": d} for d, n in wanted.items() if n in missing]
         )
     return s.outcome(check, not missing, summary, **metadata)
@@ -242,13 +250,14 @@ def indexes(s: CheckSubject) -> CheckOutcome:
 
 
 def content(s: CheckSubject) -> CheckOutcome:
-    expected, fmt = s.facts.digest(s.source)
-    found = pump(s.conn, s.source, fmt)
-    same = found.digest == expected
-    summary = (f"{s.ref}: content hash matches ({found.rows:,} rows, {fmt})" if same else
-               f"{s.ref}: content differs from the source (target hash {found.digest[:12]}, source {expected[:12]})")
-    return s.outcome("content", same, summary, target_digest=found.digest, source_digest=expected,
-                     rows_hashed=found.rows, bytes_hashed=found.bytes, **s.basis)
+    """The target server hashes its rows as the source's hashed what it sent: no row leaves either."""
+    expected = s.facts.digest(s.source)
+    rows, found = row_digest(s.conn, s.source)
+    same = found == expected
+    summary = (f"{s.ref}: content hash matches ({rows:,} rows)" if same else
+               f"{s.ref}: content differs from the source (target hash {found[:12]}, source {expected[:12]})")
+    return s.outcome("content", same, summary, target_digest=found, source_digest=expected, rows_hashed=rows,
+                     **s.basis)
 
 
 def sequences(s: CheckSubject) -> CheckOutcome:
@@ -372,8 +381,8 @@ CHECKS: tuple[Check, ...] = (
           "The target has every unique index and constraint of the source, by definition.", unique_indexes),
     Check("indexes", WARN, False, "The target has every other index of the source (HNSW and GIN included).", indexes),
     Check("content", ERROR, False,
-          "A hash of the target equals the COPY stream's at the snapshot: key-ordered, or over the rows in any "
-          "order for a table without a key.", content),
+          "The target's rows hash equal to the rows the source sent at the snapshot (per-row hashes summed by "
+          "each server, so in any order, duplicates counted).", content),
     Check("masking", ERROR, True,
           "Under a masking policy, no masked value equals the source's for the same key (every row); WARN for "
           "columns that look personal and have no rule.", masking),
@@ -422,15 +431,26 @@ class Verifier:
             )
 
     def after_commit(self, target: Endpoint, copies: Iterable[TableCopy]) -> list[CheckOutcome]:
-        """The non-blocking checks of every refreshed table, against the committed target."""
-        found: list[CheckOutcome] = []
-        conn = target.connect(read_only=True)
+        """The non-blocking checks of every refreshed table, against the committed target, on
+        AFTER_COMMIT_CONNECTIONS connections: hashing a large table keeps one server core busy."""
+        opened: list[psycopg.Connection] = []
+        local = threading.local()
+
+        def check(copy: TableCopy) -> list[CheckOutcome]:
+            if not hasattr(local, "conn"):
+                local.conn = target.connect(read_only=True)
+                opened.append(local.conn)  # list.append is atomic
+            try:
+                return run_checks(checks_in(AFTER_COMMIT), snapshot_subject(local.conn, copy, self.settings))
+            finally:
+                local.conn.rollback()
+
         try:
-            for copy in copies:
-                found += run_checks(checks_in(AFTER_COMMIT), snapshot_subject(conn, copy, self.settings))
-                conn.rollback()
+            with ThreadPoolExecutor(AFTER_COMMIT_CONNECTIONS, thread_name_prefix="muva-check") as pool:
+                found = [o for outcomes in pool.map(check, copies) for o in outcomes]
         finally:
-            conn.close()
+            for conn in opened:
+                conn.close()
         self.outcomes += found
         return found
 
@@ -453,7 +473,7 @@ def validate_live(
         source_catalog = read_catalog(src, table_filter)
         target_catalog = read_catalog(dst, TableFilter(source_catalog.schemas))
         shapes = shaping.shapes(source_catalog) if shaping else {}
-        facts = LiveFacts(src, source_catalog.same_major(target_catalog), shapes)
+        facts = LiveFacts(src, shapes)
         for ref, names in wanted_by_table.items():
             wanted = [c for c in CHECKS if c.name in set(names)]
             target_table = target_catalog.by_ref.get(ref)

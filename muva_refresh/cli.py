@@ -388,6 +388,8 @@ CLI_INSTANCE = (
     "event_log_storage:\n  module: muva_refresh.storage\n  class: KeptOpenSqliteEventLogStorage\n"
     "# One refresh at a time: the table assets share one pool, limited to one run.\n"
     "concurrency:\n  pools:\n    default_limit: 1\n    granularity: run\n"
+    "# The daemon looks for queued runs (\"Materialize all\", the sensor's) every second, not every five.\n"
+    "run_queue:\n  dequeue_interval_seconds: 1\n"
     "# Dagster's usage statistics are off; set enabled: true to send them.\n"
     "telemetry:\n  enabled: false\n"
 )

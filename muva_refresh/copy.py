@@ -8,10 +8,9 @@ at a time, level by level, so a failure never leaves a loaded table without its 
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Mapping
@@ -28,8 +27,15 @@ EXPORT_SNAPSHOT = sql.SQL("SELECT pg_export_snapshot()")
 SET_SNAPSHOT = sql.SQL("SET TRANSACTION SNAPSHOT {}")  # takes no parameters, so a Literal
 REPLICA_ROLE = sql.SQL("SET LOCAL session_replication_role = replica")
 TRUNCATE = sql.SQL("TRUNCATE {tables}")  # never CASCADE: the selection guard names what's missing
-COPY_OUT = sql.SQL("COPY ({ctes}SELECT {columns} FROM {table} AS t{where}{order}) TO STDOUT (FORMAT {format})")
-COPY_IN = sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT {format})")
+ROWS = sql.SQL("{ctes}SELECT {columns} FROM {table} AS t{where}")  # what COPY sends and the digest hashes
+COPY_OUT = sql.SQL("COPY ({rows}) TO STDOUT (FORMAT {format})")
+COPY_IN = sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT {format}{freeze})")
+# Each server hashes its own rows: a 64-bit hash of each row's text, summed mod 2**64, so equal
+# multisets of rows hash equal in any order (duplicates count) and neither side sorts. A second
+# seed would halve the speed for a collision chance already at 2**-64.
+ROW_DIGEST = sql.SQL(
+    "SELECT count(*), sum(hashtextextended(ROW({values})::text, 0)) FROM ({rows}) AS s"
+)
 DROP_INDEX = sql.SQL("DROP INDEX {index}")
 READ_SEQUENCE = sql.SQL("SELECT last_value, is_called FROM {sequence}")
 SET_SEQUENCE = sql.SQL("SELECT setval(%s::regclass, %s, %s)")
@@ -44,7 +50,7 @@ class CopyStats:
     bytes: int
     seconds: float
     format: str  # "binary" or "text"
-    digest: str  # of the COPY stream: key-ordered, or order-independent for a table without a key
+    digest: str  # the source's row digest at the snapshot (see ROW_DIGEST); "" until it is known
 
     @property
     def mb_per_s(self) -> float:
@@ -89,9 +95,8 @@ def attach_snapshot(conn: psycopg.Connection, snapshot_id: str) -> None:
 # --- streaming ------------------------------------------------------------------------------
 
 def copy_format(table: Table, same_major: bool) -> str:
-    """Binary where both servers read it alike; text for a table without a key, whose rows are
-    hashed one by one (a text row ends at its newline)."""
-    return "binary" if same_major and table.binary_safe and table.primary_key else "text"
+    """Binary where both servers read it alike; text across versions and for type OIDs that differ."""
+    return "binary" if same_major and table.binary_safe else "text"
 
 
 def column_list(table: Table) -> sql.Composable:
@@ -116,52 +121,41 @@ class Shape:
             for c in table.copied_columns
         )
 
+    def hashed_values(self, table: Table) -> sql.Composable:
+        """The columns of `rows` as the target stores them: a masked value cast to its column's type."""
+        return sql.SQL(", ").join(
+            sql.SQL("s.{}::{}").format(sql.Identifier(c.name), sql.SQL(c.type))  # format_type's own text
+            if c.name in self.expressions else sql.SQL("s.{}").format(sql.Identifier(c.name))
+            for c in table.copied_columns
+        )
+
+    def rows(self, table: Table) -> sql.Composed:
+        return ROWS.format(
+            ctes=sql.SQL("{} ").format(self.ctes) if self.ctes else sql.SQL(""),
+            columns=self.select_list(table),
+            table=table.ref.ident(),
+            where=sql.SQL(" WHERE {}").format(self.where) if self.where else sql.SQL(""),
+        )
+
 
 WHOLE = Shape()
 
 
 def copy_out_sql(table: Table, fmt: str, shape: Shape = WHOLE) -> sql.Composed:
-    """Key-ordered, so the stream's digest can be compared with a read-back of the target.
-
-    Without a key no order is total (json has none at all), so such a table is read unordered
-    and its digest does not depend on the order.
-    """
-    keys = sql.SQL(", ").join(map(sql.Identifier, table.primary_key))
-    return COPY_OUT.format(
-        ctes=sql.SQL("{} ").format(shape.ctes) if shape.ctes else sql.SQL(""),
-        columns=shape.select_list(table),
-        table=table.ref.ident(),
-        where=sql.SQL(" WHERE {}").format(shape.where) if shape.where else sql.SQL(""),
-        order=sql.SQL(" ORDER BY {}").format(keys) if table.primary_key else sql.SQL(""),
-        format=sql.SQL(fmt.upper()),
-    )
+    """In heap order, a sequential scan: the row digest does not depend on the order."""
+    return COPY_OUT.format(rows=shape.rows(table), format=sql.SQL(fmt.upper()))
 
 
-def copy_in_sql(table: Table, fmt: str) -> sql.Composed:
-    return COPY_IN.format(table=table.ref.ident(), columns=column_list(table), format=sql.SQL(fmt.upper()))
+def copy_in_sql(table: Table, fmt: str, freeze: bool = False) -> sql.Composed:
+    return COPY_IN.format(table=table.ref.ident(), columns=column_list(table), format=sql.SQL(fmt.upper()),
+                          freeze=sql.SQL(", FREEZE") if freeze else sql.SQL(""))
 
 
-class UnorderedDigest:
-    """The sum of per-row hashes mod 2**128: equal multisets of rows hash equal, in any order."""
-
-    def __init__(self) -> None:
-        self.total = 0
-        self.tail = b""
-
-    def update(self, block: bytes | memoryview) -> None:
-        rows = (self.tail + bytes(block)).split(b"\n")
-        self.tail = rows.pop()  # a row the next block finishes
-        for row in rows:
-            self.total += int.from_bytes(hashlib.blake2b(row, digest_size=16).digest(), "big")
-
-    def hexdigest(self) -> str:
-        if self.tail:
-            raise ValueError("the COPY stream ended inside a row")
-        return f"{self.total % 2**128:032x}"
-
-
-def stream_digest(table: Table) -> "hashlib.blake2b | UnorderedDigest":
-    return hashlib.blake2b(digest_size=16) if table.primary_key else UnorderedDigest()
+def row_digest(conn: psycopg.Connection, table: Table, shape: Shape = WHOLE) -> tuple[int, str]:
+    """(rows, digest) of `table` as `shape` sends it, computed by the server `conn` reaches."""
+    query = ROW_DIGEST.format(values=shape.hashed_values(table), rows=shape.rows(table))
+    rows, total = conn.execute(query).fetchone()  # a numeric sum, None for no rows
+    return rows, f"{int(total or 0) % 2**64:016x}"
 
 
 def pump(
@@ -172,16 +166,14 @@ def pump(
     tick: Callable[[int, "int | None"], None] | None = None,
     shape: Shape = WHOLE,
 ) -> CopyStats:
-    """Read the COPY stream of `table` (as `shape` makes it) on `conn`, hashing each block as it
-    passes to `sink`; `tick` hears the bytes (and text rows) so far, at most every TICK_SECONDS."""
+    """Read the COPY stream of `table` (as `shape` makes it) on `conn`, passing each block to
+    `sink`; `tick` hears the bytes (and text rows) so far, at most every TICK_SECONDS."""
     started = time.perf_counter()
     next_tick = started + TICK_SECONDS  # a table that takes less never ticks
-    digest = stream_digest(table)
     size = rows = 0
     cur = conn.cursor()
     with cur.copy(copy_out_sql(table, fmt, shape)) as out:
         for block in out:
-            digest.update(block)
             size += len(block)
             if sink is not None:
                 sink(block)
@@ -190,13 +182,14 @@ def pump(
                 if time.perf_counter() >= next_tick:
                     tick(size, rows if fmt == "text" else None)
                     next_tick = time.perf_counter() + TICK_SECONDS
-    return CopyStats(cur.rowcount, size, time.perf_counter() - started, fmt, digest.hexdigest())
+    return CopyStats(cur.rowcount, size, time.perf_counter() - started, fmt, "")
 
 
 def stream_table(src: psycopg.Connection, dst: psycopg.Connection, table: Table, fmt: str,
-                 tick: Callable[[int, "int | None"], None] | None = None, shape: Shape = WHOLE) -> CopyStats:
+                 tick: Callable[[int, "int | None"], None] | None = None, shape: Shape = WHOLE,
+                 freeze: bool = False) -> CopyStats:
     """COPY TO STDOUT -> COPY FROM STDIN, block by block; psycopg's writer queue bounds memory."""
-    with dst.cursor().copy(copy_in_sql(table, fmt)) as into:
+    with dst.cursor().copy(copy_in_sql(table, fmt, freeze)) as into:
         return pump(src, table, fmt, into.write, tick, shape)
 
 
@@ -244,6 +237,50 @@ def rebuilt_indexes(table: Table) -> tuple[Index, ...]:
     if table.partitioned:
         return ()
     return tuple(i for i in table.indexes if not i.unique and i.constraint is None)
+
+
+class SnapshotDigests:
+    """The source's row digest of each copied table, on one more connection in the snapshot.
+
+    Its queries run beside the load (while the target writes and rebuilds indexes), so the
+    content check later only hashes the target. A digest that failed reads "unavailable: …",
+    which no target digest equals.
+    """
+
+    def __init__(self, source: Endpoint, snapshot_id: str, shapes: Mapping[TableRef, Shape]):
+        self.source, self.snapshot_id, self.shapes = source, snapshot_id, shapes
+        self.pending: dict[TableRef, Future] = {}
+        self.conn: psycopg.Connection | None = None
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="muva-digest")
+
+    def submit(self, table: Table) -> None:
+        if table.ref not in self.pending:
+            self.pending[table.ref] = self.pool.submit(self.compute, table)
+
+    def compute(self, table: Table) -> str:
+        if self.conn is None:  # opened on first use, in the thread that uses it
+            self.conn = self.source.connect(read_only=True)
+            attach_snapshot(self.conn, self.snapshot_id)
+        return row_digest(self.conn, table, self.shapes.get(table.ref, WHOLE))[1]
+
+    def digest(self, ref: TableRef) -> str:
+        try:
+            return self.pending[ref].result()
+        except (psycopg.Error, RefreshError) as exc:
+            return f"unavailable: {describe(exc, self.source)}"
+
+    def stamped(self, copied: Mapping[TableRef, CopyStats]) -> dict[TableRef, CopyStats]:
+        return {ref: replace(stats, digest=self.digest(ref)) for ref, stats in copied.items()}
+
+    def __enter__(self) -> "SnapshotDigests":
+        return self
+
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        if exc_type is not None and self.conn is not None:
+            self.conn.cancel_safe()  # a failed load need not wait for a digest nobody will read
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.conn is not None:
+            self.conn.close()
 
 
 # --- the load -------------------------------------------------------------------------------
@@ -305,6 +342,7 @@ class Load:
     snapshot_id: str
     hooks: Hooks
     shapes: Mapping[TableRef, Shape]  # masked and subsetted tables; the others go whole
+    digests: SnapshotDigests
 
     @property
     def same_major(self) -> bool:
@@ -313,8 +351,13 @@ class Load:
     def truncate(self, dst: psycopg.Connection) -> None:
         dst.execute(TRUNCATE.format(tables=sql.SQL(", ").join(r.ident() for r in self.plan.selected)))
 
-    def copy_one(self, src: psycopg.Connection, dst: psycopg.Connection, ref: TableRef) -> CopyStats:
-        """Inside the caller's transaction: drop plain indexes, stream, rebuild them."""
+    def copy_one(self, src: psycopg.Connection, dst: psycopg.Connection, ref: TableRef,
+                 truncated_here: bool = False) -> CopyStats:
+        """Inside the caller's transaction: drop plain indexes, stream, rebuild them.
+
+        `truncated_here`: the TRUNCATE is in this transaction, so COPY may FREEZE the rows and
+        no later read or vacuum rewrites the pages to set hint bits.
+        """
         started = time.perf_counter()
         table = self.plan.catalog.table(ref)
         deferred = rebuilt_indexes(self.target_catalog.table(ref))
@@ -323,7 +366,8 @@ class Load:
         on_stream = self.hooks.on_stream
         tick = (lambda size, rows: on_stream(ref, size, rows, table.estimated_rows)) if on_stream else None
         stats = stream_table(src, dst, table, copy_format(table, self.same_major), tick,
-                             self.shapes.get(ref, WHOLE))
+                             self.shapes.get(ref, WHOLE), freeze=truncated_here and not table.partitioned)
+        self.digests.submit(table)  # the source hashes it while the target rebuilds and moves on
         for index in deferred:
             dst.execute(sql.SQL(index.definition))  # pg_get_indexdef's own text, quoted by the server
         return replace(stats, seconds=time.perf_counter() - started)  # the whole table, rebuilds included
@@ -353,7 +397,7 @@ class Load:
                 self.truncate(dst)
                 for batch in self.plan.batches:
                     for ref in batch:
-                        done[ref] = self.copy_one(src, dst, ref)
+                        done[ref] = self.copy_one(src, dst, ref, truncated_here=True)
                         self.copied(ref, done[ref])
                 self.run_gate(src, dst, done)  # after the last table, so a cycle's members are all loaded
                 views = self.finish(src, dst)
@@ -363,7 +407,7 @@ class Load:
                 f"copy failed at {where}: {describe(exc, self.source, self.target)}; "
                 "the target was rolled back and is unchanged"
             ) from None
-        return Loaded(done, {}, views)
+        return Loaded(self.digests.stamped(done), {}, views)
 
     def in_parallel(self, src: psycopg.Connection, dst: psycopg.Connection, workers: int) -> Loaded:
         """Level by level on `workers` connection pairs that import the snapshot; a transaction per unit."""
@@ -396,11 +440,15 @@ class Load:
                 for batch in self.plan.batches:
                     # An FK cycle shares a level; its members load in one transaction.
                     parents = {t: tuple(p for p in self.plan.parents[t] if p in batch) for t in batch}
-                    list(pool.map(load_unit, strongly_connected(list(batch), parents)))
-                    if failed:
-                        return Loaded(done, failed, {})  # deeper levels would point at what failed to load
+                    list(pool.map(load_unit, self.largest_first(strongly_connected(list(batch), parents))))
+                    if failed:  # deeper levels would point at what failed to load
+                        return Loaded(self.digests.stamped(done), failed, {})
         with dst.transaction():
-            return Loaded(done, failed, self.finish(src, dst))
+            return Loaded(self.digests.stamped(done), failed, self.finish(src, dst))
+
+    def largest_first(self, units: list[tuple[TableRef, ...]]) -> list[tuple[TableRef, ...]]:
+        """The longest copies start first, so a large table does not start last and run alone."""
+        return sorted(units, key=lambda unit: -sum(self.plan.catalog.table(r).estimated_rows for r in unit))
 
 
 def table_copy(source: Catalog, target: Catalog, ref: TableRef, stats: CopyStats, snapshot_id: str) -> TableCopy:

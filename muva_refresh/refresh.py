@@ -14,7 +14,10 @@ from typing import Iterable, Iterator, Mapping
 import psycopg
 
 from .catalog import Catalog, TableFilter, TableRef, read_catalog
-from .copy import CopyStats, GateFn, Hooks, Load, ProgressFn, StreamFn, TableCopy, ViewStats, exported_snapshot, table_copy
+from .copy import (
+    CopyStats, GateFn, Hooks, Load, ProgressFn, SnapshotDigests, StreamFn, TableCopy, ViewStats, exported_snapshot,
+    table_copy,
+)
 from .endpoint import Endpoint
 from .errors import ConfigError, CopyError
 from .copy import refresh_views
@@ -111,8 +114,10 @@ def refresh(
         try:
             plan, target_catalog = guarded_plan(source, target, src, dst, options)
             shapes = options.shaping.shapes(plan.catalog) if options.shaping else {}
-            load = Load(plan, target_catalog, source, target, snapshot_id, Hooks(on_table, on_stream, gate), shapes)
-            loaded = load.atomically(src, dst) if options.workers == 1 else load.in_parallel(src, dst, options.workers)
+            with SnapshotDigests(source, snapshot_id, shapes) as digests:
+                load = Load(plan, target_catalog, source, target, snapshot_id, Hooks(on_table, on_stream, gate),
+                            shapes, digests)
+                loaded = load.atomically(src, dst) if options.workers == 1 else load.in_parallel(src, dst, options.workers)
         finally:
             dst.close()
     return RefreshReport(

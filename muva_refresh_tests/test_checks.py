@@ -175,7 +175,7 @@ def test_a_table_without_a_key_with_duplicates_and_json_is_hashed_in_any_order(p
     report, outcomes = checked_refresh(source, target)
     assert all(o.passed for o in outcomes if o.check != "rls")
     log = TableRef("public", "event_log")
-    assert report.tables[log].format == "text" and report.tables[log].rows == 64
+    assert report.tables[log].format == "binary" and report.tables[log].rows == 64  # no key, no sort
     # The same rows in another physical order: still equal.
     on_target(target, "CREATE TEMP TABLE keep AS SELECT * FROM event_log",
               "DELETE FROM event_log", "INSERT INTO event_log SELECT * FROM keep ORDER BY random()")

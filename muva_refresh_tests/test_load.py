@@ -1,0 +1,81 @@
+"""The load's speed levers keep their guarantees: frozen rows, row digests hashed in the snapshot."""
+
+from dataclasses import replace
+
+import psycopg
+import pytest
+
+from muva_refresh.catalog import TableRef
+from muva_refresh.checks import Verifier
+from muva_refresh.endpoint import Endpoint
+from muva_refresh.refresh import RefreshOptions, refresh
+
+from .support import checked_refresh, write_family
+
+PERSON = TableRef("public", "person")
+
+
+@pytest.fixture
+def pair(pg):
+    return (Endpoint("source", pg.database_from_sql("src", "twists.sql")),
+            Endpoint("target", pg.database_from_sql("dst", "twists.sql")))
+
+
+def frozen_pages(dsn: str, table: str) -> tuple[int, int]:
+    """(all-frozen pages, pages) of `table`, from the visibility map."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_visibility")
+        frozen = conn.execute("SELECT all_frozen FROM pg_visibility_map_summary(%s::regclass)", (table,)).fetchone()[0]
+        return frozen, conn.execute("SELECT pg_relation_size(%s::regclass) / 8192", (table,)).fetchone()[0]
+
+
+def test_the_atomic_load_freezes_what_it_copies_and_the_parallel_load_does_not(pair):
+    source, target = pair
+    refresh(source, target)
+    frozen, pages = frozen_pages(target.dsn, "customer")
+    assert pages > 0 and frozen == pages  # COPY FREEZE: TRUNCATE was in the same transaction
+    refresh(source, target, RefreshOptions(workers=2))  # its TRUNCATE committed before the copies
+    assert frozen_pages(target.dsn, "customer")[0] == 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_snapshot_digest_catches_one_changed_value(pair, workers):
+    source, target = pair
+    report, outcomes = checked_refresh(source, target, RefreshOptions(workers=workers))
+    assert all(o.passed for o in outcomes if o.check == "content")
+    with psycopg.connect(target.dsn, autocommit=True) as conn:
+        conn.execute("UPDATE person SET tags = '{changed}' WHERE id = 10")
+    found = Verifier().after_commit(target, report.copies())
+    failed = {(o.table.name, o.check) for o in found if not o.passed and o.severity == "ERROR"}
+    assert failed == {("person", "content")}
+
+
+def test_the_source_digest_reads_the_snapshot_while_production_writes(pair):
+    """Digests are computed beside the load, on their own connection: it imports the snapshot."""
+    source, target = pair
+    writer = psycopg.connect(source.dsn, autocommit=True)
+    written = []
+
+    def write_after_each_table(ref, stats):
+        write_family(writer, len(written))
+        writer.execute("UPDATE person SET tags = '{late}' WHERE id = 10")
+        written.append(ref)
+
+    try:
+        verifier = Verifier()
+        report = refresh(source, target, on_table=write_after_each_table, gate=verifier.gate)
+    finally:
+        writer.close()
+    assert len(written) > 3
+    outcomes = verifier.after_commit(target, report.copies())
+    assert all(o.passed for o in outcomes if o.check == "content")
+    assert report.tables[PERSON].digest and not report.tables[PERSON].digest.startswith("unavailable")
+
+
+def test_a_digest_the_source_could_not_compute_fails_content(pair):
+    source, target = pair
+    report = refresh(source, target)
+    copy = next(c for c in report.copies() if c.source.ref == PERSON)
+    lost = replace(copy, stats=replace(copy.stats, digest="unavailable: the source went away"))
+    outcome = next(o for o in Verifier().after_commit(target, [lost]) if o.check == "content")
+    assert not outcome.passed and "content differs" in outcome.summary
