@@ -127,14 +127,15 @@ class Runner:
 
     def history(self, refs: Iterable[TableRef], checks: Iterable[str], limit: int) -> list[HistoryEntry]:
         """Each table's check evaluations, oldest first, as the UI's Checks tab shows them."""
-        entries = []
+        found = []
         with dg.DagsterInstance.get() as instance:
             for ref in refs:
                 for name in checks:
                     key = dg.AssetCheckKey(self.keys.key_of[ref], name)
                     for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=limit):
-                        entries.append(self.history_entry(record, ref))
-        return sorted(entries, key=lambda e: e.time)
+                        found.append((record.id, self.history_entry(record, ref)))
+        # Then by storage id: SQLite keeps whole seconds, and two refreshes fit in one.
+        return [entry for _, entry in sorted(found, key=lambda f: (f[1].time, f[0]))]
 
     def history_entry(self, record: Any, ref: TableRef) -> HistoryEntry:
         event = record.event.dagster_event if record.event is not None else None
