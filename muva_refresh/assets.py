@@ -29,7 +29,7 @@ TABLE_ASSETS_NAME = "refresh_tables"
 TARGET_POOL = "muva_refresh_target"
 VIEWS_GROUP = "materialized_views"
 # Materialization metadata the translator writes and reads back.
-ROWS, BYTES, SECONDS, MB_PER_S, FORMAT, DIGEST = "rows", "bytes", "seconds", "MB/s", "copy_format", "content_digest"
+ROWS, BYTES, SECONDS, MB_PER_S, FORMAT = "rows", "bytes", "seconds", "MB/s", "copy_format"
 
 
 def key_part(name: str) -> str:
@@ -143,7 +143,6 @@ class TableTranslator:
             MB_PER_S: dg.MetadataValue.float(round(stats.mb_per_s, 2)),
             FORMAT: stats.format,
             "snapshot_id": report.snapshot_id,
-            DIGEST: stats.digest,
             "source_server_version": dg.MetadataValue.int(report.source_version),
             "target_server_version": dg.MetadataValue.int(report.target_version),
         }
@@ -159,7 +158,7 @@ class TableTranslator:
     def copy_stats(self, metadata: Mapping[str, Any]) -> CopyStats:
         """The stats a materialization recorded, read back from what `materialization_metadata` wrote."""
         plain = plain_metadata(metadata)
-        return CopyStats(plain[ROWS], plain[BYTES], plain[SECONDS], plain[FORMAT], plain[DIGEST])
+        return CopyStats(plain[ROWS], plain[BYTES], plain[SECONDS], plain[FORMAT])
 
 
 class TableKeys:

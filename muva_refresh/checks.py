@@ -37,6 +37,9 @@ ORPHANS = sql.SQL(
     "SELECT {child_columns}, count(*) OVER () FROM {child} c "
     "WHERE {all_set} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {matches}) LIMIT {limit}"
 )
+# Every FK of a table in one scan: each parent is joined on its referenced (unique) key, so a
+# child row matches at most one parent row, and an unmatched one leaves that parent's columns NULL.
+ORPHAN_COUNTS = sql.SQL("SELECT {counts} FROM {child} c {joins}")
 SEQUENCE_STATE = sql.SQL(
     "SELECT s.last_value, s.is_called, q.seqincrement FROM {sequence} s, pg_sequence q "
     "WHERE q.seqrelid = %s::regclass"
@@ -85,8 +88,8 @@ class SourceFacts(Protocol):
 
 @dataclass(frozen=True)
 class SnapshotFacts:
-    """Read in the refresh's snapshot (the rows COPY sent, the digest hashed beside the load):
-    nothing is asked of the source again."""
+    """Read in the refresh's snapshot (the rows COPY sent, the digest hashed after COMMIT on a
+    connection that imported it): nothing is asked of the source outside that snapshot."""
 
     copy: TableCopy
 
@@ -94,7 +97,7 @@ class SnapshotFacts:
         return self.copy.stats.rows
 
     def digest(self, table: Table) -> str:
-        return self.copy.stats.digest
+        return self.copy.source_digest()
 
 
 @dataclass(frozen=True)
@@ -158,27 +161,54 @@ def sample_table(rows: list[dict[str, Any]]) -> Any:
     return pandas.DataFrame(rows)
 
 
+def child_columns(fk: ForeignKey) -> list[sql.Composed]:
+    return [sql.SQL("c.{}").format(sql.Identifier(c)) for c in fk.child_columns]
+
+
+def all_set(fk: ForeignKey) -> sql.Composed:
+    """MATCH SIMPLE: a row with a NULL in any FK column references nothing."""
+    return sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(c) for c in child_columns(fk))
+
+
+def matches(fk: ForeignKey, parent_alias: str) -> sql.Composed:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{}.{} = {}").format(sql.Identifier(parent_alias), sql.Identifier(p), c)
+        for p, c in zip(fk.parent_columns, child_columns(fk))
+    )
+
+
 def orphans_sql(fk: ForeignKey) -> sql.Composed:
-    child = [sql.SQL("c.{}").format(sql.Identifier(c)) for c in fk.child_columns]
-    return ORPHANS.format(
-        child_columns=sql.SQL(", ").join(child),
-        child=fk.child.ident(),
-        all_set=sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(c) for c in child),
-        parent=fk.parent.ident(),
-        matches=sql.SQL(" AND ").join(
-            sql.SQL("p.{} = {}").format(sql.Identifier(p), c) for p, c in zip(fk.parent_columns, child)
+    """Up to SAMPLE_LIMIT orphans of one FK, each with the FK's total."""
+    return ORPHANS.format(child_columns=sql.SQL(", ").join(child_columns(fk)), child=fk.child.ident(),
+                          all_set=all_set(fk), parent=fk.parent.ident(), matches=matches(fk, "p"),
+                          limit=sql.Literal(SAMPLE_LIMIT))
+
+
+def orphan_counts_sql(child: TableRef, fks: list[ForeignKey]) -> sql.Composed:
+    aliases = [f"p{i}" for i in range(len(fks))]
+    return ORPHAN_COUNTS.format(
+        counts=sql.SQL(", ").join(
+            sql.SQL("count(*) FILTER (WHERE {} AND {}.{} IS NULL)").format(
+                all_set(fk), sql.Identifier(a), sql.Identifier(fk.parent_columns[0]))
+            for fk, a in zip(fks, aliases)
         ),
-        limit=sql.Literal(SAMPLE_LIMIT),
+        child=child.ident(),
+        joins=sql.SQL(" ").join(
+            sql.SQL("LEFT JOIN {} {} ON {}").format(fk.parent.ident(), sql.Identifier(a), matches(fk, a))
+            for fk, a in zip(fks, aliases)
+        ),
     )
 
 
 def no_orphans(s: CheckSubject) -> CheckOutcome:
-    fks = s.source_catalog.foreign_keys_of(s.ref)
-    per_fk: dict[str, int] = {}
+    """One scan counts every FK's orphans; only an FK that has some is read again for samples."""
+    fks = list(s.source_catalog.foreign_keys_of(s.ref))
+    counts = s.conn.execute(orphan_counts_sql(s.ref, fks)).fetchone() if fks else ()
+    per_fk = {fk.name: count for fk, count in zip(fks, counts)}
     samples = []
-    for fk in fks:
+    for fk in (fk for fk in fks if per_fk[fk.name]):
         rows = s.conn.execute(orphans_sql(fk)).fetchall()
-        per_fk[fk.name] = rows[0][-1] if rows else 0
+        per_fk[fk.name] = rows[0][-1]  # exact even where a drifted parent lost its unique key
         samples += [{"fk": fk.name, "key": ", ".join(f"{c}={v}" for c, v in zip(fk.child_columns, r[:-1]))}
                     for r in rows]
     total = sum(per_fk.values())

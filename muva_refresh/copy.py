@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Mapping
+from functools import partial
+from typing import Callable, Iterable, Iterator, Mapping
 
 import psycopg
 from psycopg import sql
@@ -50,7 +51,6 @@ class CopyStats:
     bytes: int
     seconds: float
     format: str  # "binary" or "text"
-    digest: str  # the source's row digest at the snapshot (see ROW_DIGEST); "" until it is known
 
     @property
     def mb_per_s(self) -> float:
@@ -182,7 +182,7 @@ def pump(
                 if time.perf_counter() >= next_tick:
                     tick(size, rows if fmt == "text" else None)
                     next_tick = time.perf_counter() + TICK_SECONDS
-    return CopyStats(cur.rowcount, size, time.perf_counter() - started, fmt, "")
+    return CopyStats(cur.rowcount, size, time.perf_counter() - started, fmt)
 
 
 def stream_table(src: psycopg.Connection, dst: psycopg.Connection, table: Table, fmt: str,
@@ -242,9 +242,10 @@ def rebuilt_indexes(table: Table) -> tuple[Index, ...]:
 class SnapshotDigests:
     """The source's row digest of each copied table, on one more connection in the snapshot.
 
-    Its queries run beside the load (while the target writes and rebuilds indexes), so the
-    content check later only hashes the target. A digest that failed reads "unavailable: …",
-    which no target digest equals.
+    The connection imports the snapshot at once, while the exporting transaction lives; the
+    hashing starts only after COMMIT (`start`), so it does not take the cores the load needs,
+    and runs while the checks after COMMIT hash the target. The connection closes itself after
+    the last digest. A digest that failed reads "unavailable: …", which no target digest equals.
     """
 
     def __init__(self, source: Endpoint, snapshot_id: str, shapes: Mapping[TableRef, Shape]):
@@ -252,35 +253,41 @@ class SnapshotDigests:
         self.pending: dict[TableRef, Future] = {}
         self.conn: psycopg.Connection | None = None
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="muva-digest")
+        self.attached = self.pool.submit(self.attach)
 
-    def submit(self, table: Table) -> None:
-        if table.ref not in self.pending:
+    def attach(self) -> None:
+        self.conn = self.source.connect(read_only=True)
+        attach_snapshot(self.conn, self.snapshot_id)
+
+    def start(self, tables: Iterable[Table]) -> None:
+        """Hash `tables` in the background, then close the connection. Call it while the exporting
+        transaction lives: a short load can end before the import did."""
+        wait([self.attached])
+        for table in tables:
             self.pending[table.ref] = self.pool.submit(self.compute, table)
+        self.pool.submit(self.close)
+        self.pool.shutdown(wait=False)
 
     def compute(self, table: Table) -> str:
-        if self.conn is None:  # opened on first use, in the thread that uses it
-            self.conn = self.source.connect(read_only=True)
-            attach_snapshot(self.conn, self.snapshot_id)
+        self.attached.result()  # raises what the import raised
         return row_digest(self.conn, table, self.shapes.get(table.ref, WHOLE))[1]
 
     def digest(self, ref: TableRef) -> str:
+        if ref not in self.pending:
+            return "unavailable: not hashed in this run"
         try:
             return self.pending[ref].result()
         except (psycopg.Error, RefreshError) as exc:
             return f"unavailable: {describe(exc, self.source)}"
 
-    def stamped(self, copied: Mapping[TableRef, CopyStats]) -> dict[TableRef, CopyStats]:
-        return {ref: replace(stats, digest=self.digest(ref)) for ref, stats in copied.items()}
-
-    def __enter__(self) -> "SnapshotDigests":
-        return self
-
-    def __exit__(self, exc_type: type | None, *exc: object) -> None:
-        if exc_type is not None and self.conn is not None:
-            self.conn.cancel_safe()  # a failed load need not wait for a digest nobody will read
-        self.pool.shutdown(wait=True, cancel_futures=True)
+    def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
+
+    def abandon(self) -> None:
+        """After a failed load: no digest will be read."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.close()
 
 
 # --- the load -------------------------------------------------------------------------------
@@ -294,6 +301,7 @@ class TableCopy:
     stats: CopyStats
     snapshot_id: str
     source_catalog: Catalog  # for the FKs that point out of the table
+    source_digest: Callable[[], str] = lambda: "unavailable: not hashed in this run"  # waits for it
 
 
 ProgressFn = Callable[[TableRef, CopyStats], None]
@@ -342,7 +350,6 @@ class Load:
     snapshot_id: str
     hooks: Hooks
     shapes: Mapping[TableRef, Shape]  # masked and subsetted tables; the others go whole
-    digests: SnapshotDigests
 
     @property
     def same_major(self) -> bool:
@@ -367,7 +374,6 @@ class Load:
         tick = (lambda size, rows: on_stream(ref, size, rows, table.estimated_rows)) if on_stream else None
         stats = stream_table(src, dst, table, copy_format(table, self.same_major), tick,
                              self.shapes.get(ref, WHOLE), freeze=truncated_here and not table.partitioned)
-        self.digests.submit(table)  # the source hashes it while the target rebuilds and moves on
         for index in deferred:
             dst.execute(sql.SQL(index.definition))  # pg_get_indexdef's own text, quoted by the server
         return replace(stats, seconds=time.perf_counter() - started)  # the whole table, rebuilds included
@@ -407,7 +413,7 @@ class Load:
                 f"copy failed at {where}: {describe(exc, self.source, self.target)}; "
                 "the target was rolled back and is unchanged"
             ) from None
-        return Loaded(self.digests.stamped(done), {}, views)
+        return Loaded(done, {}, views)
 
     def in_parallel(self, src: psycopg.Connection, dst: psycopg.Connection, workers: int) -> Loaded:
         """Level by level on `workers` connection pairs that import the snapshot; a transaction per unit."""
@@ -442,17 +448,19 @@ class Load:
                     parents = {t: tuple(p for p in self.plan.parents[t] if p in batch) for t in batch}
                     list(pool.map(load_unit, self.largest_first(strongly_connected(list(batch), parents))))
                     if failed:  # deeper levels would point at what failed to load
-                        return Loaded(self.digests.stamped(done), failed, {})
+                        return Loaded(done, failed, {})
         with dst.transaction():
-            return Loaded(self.digests.stamped(done), failed, self.finish(src, dst))
+            return Loaded(done, failed, self.finish(src, dst))
 
     def largest_first(self, units: list[tuple[TableRef, ...]]) -> list[tuple[TableRef, ...]]:
         """The longest copies start first, so a large table does not start last and run alone."""
         return sorted(units, key=lambda unit: -sum(self.plan.catalog.table(r).estimated_rows for r in unit))
 
 
-def table_copy(source: Catalog, target: Catalog, ref: TableRef, stats: CopyStats, snapshot_id: str) -> TableCopy:
-    return TableCopy(source.table(ref), target.table(ref), stats, snapshot_id, source)
+def table_copy(source: Catalog, target: Catalog, ref: TableRef, stats: CopyStats, snapshot_id: str,
+               digests: SnapshotDigests | None = None) -> TableCopy:
+    copy = TableCopy(source.table(ref), target.table(ref), stats, snapshot_id, source)
+    return replace(copy, source_digest=partial(digests.digest, ref)) if digests else copy
 
 
 class WorkerPairs:

@@ -59,6 +59,7 @@ class RefreshReport:
     source_catalog: Catalog  # as read inside the snapshot
     target_catalog: Catalog
     atomic: bool
+    digests: SnapshotDigests | None = None  # the source's, hashed in the snapshot after COMMIT
 
     @property
     def source_version(self) -> int:
@@ -78,7 +79,7 @@ class RefreshReport:
 
     def copies(self) -> Iterator[TableCopy]:
         for ref, stats in self.tables.items():
-            yield table_copy(self.source_catalog, self.target_catalog, ref, stats, self.snapshot_id)
+            yield table_copy(self.source_catalog, self.target_catalog, ref, stats, self.snapshot_id, self.digests)
 
     def raise_for_failures(self) -> None:
         if self.failed:
@@ -114,10 +115,14 @@ def refresh(
         try:
             plan, target_catalog = guarded_plan(source, target, src, dst, options)
             shapes = options.shaping.shapes(plan.catalog) if options.shaping else {}
-            with SnapshotDigests(source, snapshot_id, shapes) as digests:
-                load = Load(plan, target_catalog, source, target, snapshot_id, Hooks(on_table, on_stream, gate),
-                            shapes, digests)
+            digests = SnapshotDigests(source, snapshot_id, shapes)
+            try:
+                load = Load(plan, target_catalog, source, target, snapshot_id, Hooks(on_table, on_stream, gate), shapes)
                 loaded = load.atomically(src, dst) if options.workers == 1 else load.in_parallel(src, dst, options.workers)
+            except BaseException:
+                digests.abandon()
+                raise
+            digests.start(plan.catalog.table(ref) for ref in loaded.tables)  # after COMMIT, beside the checks
         finally:
             dst.close()
     return RefreshReport(
@@ -129,6 +134,7 @@ def refresh(
         source_catalog=plan.catalog,
         target_catalog=target_catalog,
         atomic=options.workers == 1,
+        digests=digests,
     )
 
 

@@ -65,10 +65,23 @@ def test_no_orphans_fails_when_a_parent_row_is_deleted(refreshed):
     assert not orphans.passed and orphans.severity == ERROR
     assert "25 orphans in public.customer" in orphans.summary
     assert orphans.metadata["orphans.customer_region_id_fkey"] == 25
+    assert orphans.metadata["orphans.customer_referred_by_fkey"] == 0  # counted in the same scan
     assert len(orphans.metadata["orphan_sample"]) == 10
     assert set(orphans.metadata["orphan_sample"]["key"]) == {"region_id=1"}
     # the deleted row itself shows as the parent's count and content gap, nothing else fails
     assert failures(outcomes) == {("customer", "no_orphans"), ("region", "row_count"), ("region", "content")}
+
+
+def test_no_orphans_tells_apart_the_fks_of_one_table(refreshed):
+    """customer has two FKs, counted in one scan: only the self-reference loses its parent here."""
+    source, target, _ = refreshed
+    on_target(target, "UPDATE customer SET referred_by = referred_by + 100000 WHERE id IN (5, 6, 7)")
+    outcomes = run_checks(source, target)
+    orphans = outcomes[("customer", "no_orphans")]
+    assert not orphans.passed
+    assert orphans.metadata["orphans.customer_referred_by_fkey"] == 3
+    assert orphans.metadata["orphans.customer_region_id_fkey"] == 0
+    assert set(orphans.metadata["orphan_sample"]["fk"]) == {"customer_referred_by_fkey"}
 
 
 def test_no_orphans_covers_composite_keys(refreshed):

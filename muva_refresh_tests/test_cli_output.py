@@ -106,7 +106,7 @@ class Terminal(io.StringIO):
 
 
 def test_a_large_table_shows_live_progress_on_a_terminal_only():
-    ref, stats = TableRef("public", "code_embeddings"), CopyStats(4333, 30_000_000, 2.0, "binary", "d")
+    ref, stats = TableRef("public", "code_embeddings"), CopyStats(4333, 30_000_000, 2.0, "binary")
     for out, live in ((Terminal(), True), (io.StringIO(), False)):
         printer = Printer(out, io.StringIO())
         printer.table_streaming(ref, 12_500_000, None, 4333)
