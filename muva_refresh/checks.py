@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
@@ -20,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from .catalog import Catalog, ForeignKey, Index, Table, TableFilter, TableRef, read_catalog
-from .copy import WHOLE, Shape, TableCopy, count_rows, row_digest
+from .copy import WHOLE, Shape, TableCopy, ThreadConnections, count_rows, row_digest
 from .endpoint import Endpoint
 from .errors import BlockingCheckError
 from .masking import PERSONAL_NAME, TEXT_TYPE
@@ -463,24 +462,17 @@ class Verifier:
     def after_commit(self, target: Endpoint, copies: Iterable[TableCopy]) -> list[CheckOutcome]:
         """The non-blocking checks of every refreshed table, against the committed target, on
         AFTER_COMMIT_CONNECTIONS connections: hashing a large table keeps one server core busy."""
-        opened: list[psycopg.Connection] = []
-        local = threading.local()
+        with ThreadConnections(lambda: (target.connect(read_only=True),)) as conns:
 
-        def check(copy: TableCopy) -> list[CheckOutcome]:
-            if not hasattr(local, "conn"):
-                local.conn = target.connect(read_only=True)
-                opened.append(local.conn)  # list.append is atomic
-            try:
-                return run_checks(checks_in(AFTER_COMMIT), snapshot_subject(local.conn, copy, self.settings))
-            finally:
-                local.conn.rollback()
+            def check(copy: TableCopy) -> list[CheckOutcome]:
+                conn, = conns.mine()
+                try:
+                    return run_checks(checks_in(AFTER_COMMIT), snapshot_subject(conn, copy, self.settings))
+                finally:
+                    conn.rollback()
 
-        try:
             with ThreadPoolExecutor(AFTER_COMMIT_CONNECTIONS, thread_name_prefix="muva-check") as pool:
                 found = [o for outcomes in pool.map(check, copies) for o in outcomes]
-        finally:
-            for conn in opened:
-                conn.close()
         self.outcomes += found
         return found
 

@@ -402,7 +402,8 @@ def ensure_dagster_home(settings: Settings) -> None:
     home = settings.dagster_home
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists() or (config.read_text().startswith(CLI_INSTANCE_HEADER) and config.read_text() != CLI_INSTANCE):
+    written = config.read_text() if config.exists() else None
+    if written is None or (written.startswith(CLI_INSTANCE_HEADER) and written != CLI_INSTANCE):
         config.write_text(CLI_INSTANCE)
 
 

@@ -162,7 +162,7 @@ def pump(
     conn: psycopg.Connection,
     table: Table,
     fmt: str,
-    sink: Callable[[memoryview], object] | None = None,
+    sink: Callable[[memoryview], object],
     tick: Callable[[int, "int | None"], None] | None = None,
     shape: Shape = WHOLE,
 ) -> CopyStats:
@@ -175,8 +175,7 @@ def pump(
     with cur.copy(copy_out_sql(table, fmt, shape)) as out:
         for block in out:
             size += len(block)
-            if sink is not None:
-                sink(block)
+            sink(block)
             if tick is not None:
                 rows += bytes(block).count(b"\n") if fmt == "text" else 0
                 if time.perf_counter() >= next_tick:
@@ -422,7 +421,7 @@ class Load:
         done: dict[TableRef, CopyStats] = {}
         failed: dict[TableRef, str] = {}
         lock = threading.Lock()
-        with WorkerPairs(self.source, self.target) as pairs:
+        with ThreadConnections(lambda: (self.source.connect(read_only=True), self.target.connect(read_only=False))) as pairs:
 
             def load_unit(unit: tuple[TableRef, ...]) -> None:
                 wsrc, wdst = pairs.mine()
@@ -463,23 +462,24 @@ def table_copy(source: Catalog, target: Catalog, ref: TableRef, stats: CopyStats
     return replace(copy, source_digest=partial(digests.digest, ref)) if digests else copy
 
 
-class WorkerPairs:
-    """One (source, target) connection pair per worker thread, opened on first use, all closed on exit."""
+class ThreadConnections:
+    """The connections each worker thread opens on first use (`open` returns them as a tuple),
+    all closed on exit."""
 
-    def __init__(self, source: Endpoint, target: Endpoint):
-        self.source, self.target = source, target
+    def __init__(self, open: Callable[[], tuple[psycopg.Connection, ...]]):
+        self.open = open
         self.local = threading.local()
         self.opened: list[psycopg.Connection] = []
         self.lock = threading.Lock()
 
-    def mine(self) -> tuple[psycopg.Connection, psycopg.Connection]:
-        if not hasattr(self.local, "pair"):
-            self.local.pair = (self.source.connect(read_only=True), self.target.connect(read_only=False))
+    def mine(self) -> tuple[psycopg.Connection, ...]:
+        if not hasattr(self.local, "conns"):
+            self.local.conns = self.open()
             with self.lock:
-                self.opened.extend(self.local.pair)
-        return self.local.pair
+                self.opened.extend(self.local.conns)
+        return self.local.conns
 
-    def __enter__(self) -> "WorkerPairs":
+    def __enter__(self) -> "ThreadConnections":
         return self
 
     def __exit__(self, *exc: object) -> None:
