@@ -188,7 +188,7 @@ def mark(outcome: CheckOutcome | None) -> str:
 
 def outcome_json(outcome: CheckOutcome, asset: str) -> dict[str, Any]:
     return {"asset": asset, "check": outcome.check, "passed": outcome.passed,
-            "severity": outcome.severity, "metadata": dict(outcome.metadata)}
+            "severity": outcome.severity, "summary": outcome.summary, "metadata": dict(outcome.metadata)}
 
 
 def plan_json(plan: Plan, shaping: Shaping | None = None) -> dict[str, Any]:

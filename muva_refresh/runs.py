@@ -12,7 +12,7 @@ import dagster as dg
 
 from .assets import TABLE_ASSETS_NAME, TableKeys, TableTranslator
 from .catalog import Catalog, TableRef
-from .checks import CHECKS, CheckOutcome
+from .checks import CHECKS, CheckOutcome, CheckSettings
 from .copy import CopyStats, Progress, ViewStats
 from .definitions import REFRESH_JOB, VALIDATE_JOB, build_definitions
 from .errors import EXIT_FAILED, EXIT_OK, exit_code_for
@@ -84,18 +84,23 @@ class Runner:
 
     def refresh(self, selected: Sequence[TableRef] | None, workers: int, policy: str = "") -> JobOutcome:
         make_plan(self.catalog, selected)  # refuse a bad selection or policy before Dagster starts
-        shaping_for(policy or self.settings.policy, self.catalog, self.settings.mask_salt)
+        shaping = shaping_for(policy or self.settings.policy, self.catalog, self.settings.mask_salt)
         config = {"ops": {TABLE_ASSETS_NAME: {"config": {"workers": workers, "policy": policy}}}}
-        keys = [self.keys.key_of[r] for r in selected] if selected else None
-        return self.execute(self.defs.resolve_job_def(REFRESH_JOB), config, keys)
+        keys = {self.keys.key_of[r] for r in selected} if selected else set(self.keys.key_of.values())
+        # Only the checks that run: one a run would not evaluate still costs events, then shows as skipped.
+        settings = CheckSettings(shaping=shaping)
+        checks = {dg.AssetCheckKey(key, c.name) for key in keys if self.keys.table_of[key] in self.catalog.by_ref
+                  for c in CHECKS if c.runs_with(settings)}
+        job = self.defs.resolve_job_def(REFRESH_JOB).get_subset(asset_selection=keys, asset_check_selection=checks)
+        return self.execute(job, config, None)
 
     def validate(self, selected: Sequence[TableRef] | None, policy: str = "") -> JobOutcome:
-        shaping_for(policy or self.settings.policy, self.catalog, self.settings.mask_salt)
-        job = self.defs.resolve_job_def(VALIDATE_JOB)
-        if selected:
-            job = job.get_subset(asset_check_selection={
-                dg.AssetCheckKey(self.keys.key_of[r], c.name) for r in selected for c in CHECKS
-            })
+        shaping = shaping_for(policy or self.settings.policy, self.catalog, self.settings.mask_salt)
+        settings = CheckSettings(shaping=shaping)
+        job = self.defs.resolve_job_def(VALIDATE_JOB).get_subset(asset_check_selection={
+            dg.AssetCheckKey(self.keys.key_of[r], c.name) for r in selected or self.catalog.refs
+            for c in CHECKS if c.runs_with(settings)
+        })
         return self.execute(job, {"ops": {TABLE_ASSETS_NAME: {"config": {"policy": policy}}}}, None)
 
     def execute(self, job: dg.JobDefinition, config: Mapping[str, Any], keys: list[dg.AssetKey] | None) -> JobOutcome:

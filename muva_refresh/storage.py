@@ -49,10 +49,10 @@ def require_pinned_dagster(found: str = DAGSTER_VERSION) -> None:
         )
 
 
-class CachedHasTable:
-    """Dagster asks whether a table exists before every check event; tables are only ever added."""
-
-    _tables_seen: set[str]
+class CachedSchemaProbes:
+    """Dagster asks whether a table exists before every check event, and whether a column of its
+    asset-key table exists before every asset event. Migrations only ever add them, so a yes is
+    kept for the life of the storage."""
 
     def has_table(self, table_name: str) -> bool:
         seen = self.__dict__.setdefault("_tables_seen", set())
@@ -60,8 +60,14 @@ class CachedHasTable:
             seen.add(table_name)
         return table_name in seen
 
+    def _has_asset_key_col_on_connection(self, conn: Any, column_name: str) -> bool:
+        seen = self.__dict__.setdefault("_asset_key_columns_seen", set())
+        if column_name not in seen and super()._has_asset_key_col_on_connection(conn, column_name):  # type: ignore[misc]
+            seen.add(column_name)
+        return column_name in seen
 
-class KeptOpenSqliteEventLogStorage(CachedHasTable, SqliteEventLogStorage):
+
+class KeptOpenSqliteEventLogStorage(CachedSchemaProbes, SqliteEventLogStorage):
     """SQLite event log (a file per run plus an index file) with one open connection per file.
 
     Commits are synchronous=NORMAL, which WAL makes safe against a crash of the process; the
@@ -124,7 +130,7 @@ class KeptOpenSqliteEventLogStorage(CachedHasTable, SqliteEventLogStorage):
                 self._engines.popitem()[1].dispose()
 
 
-class PooledPostgresEventLogStorage(CachedHasTable, PostgresEventLogStorage):
+class PooledPostgresEventLogStorage(CachedSchemaProbes, PostgresEventLogStorage):
     """dagster-postgres's event log with a small connection pool instead of a connection per write."""
 
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,

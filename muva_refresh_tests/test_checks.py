@@ -43,11 +43,12 @@ def failures(outcomes: dict) -> set[tuple[str, str]]:
 
 def test_right_after_a_refresh_every_check_passes_but_the_rls_warning(refreshed):
     _, _, outcomes = refreshed
-    assert len(outcomes) == len(T) * len(CHECKS)
+    assert len(outcomes) == len(T) * (len(CHECKS) - 1)  # masking runs only under a policy
+    assert "masking" not in {o.check for o in outcomes}
     not_passed = {(o.table.name, o.check, o.severity) for o in outcomes if not o.passed}
     assert not_passed == {("person", "rls", WARN), ("team", "rls", WARN), ("shelf", "rls", WARN),
                           ("item", "rls", WARN), ("audit_log", "rls", WARN)}
-    assert all(o.metadata["basis"] == "snapshot" for o in outcomes if o.check in ("row_count", "content"))
+    assert all(o.metadata["basis"] == "snapshot" for o in outcomes if o.check in ("row_count", "matches_source"))
 
 
 def test_a_live_run_says_it_compared_the_current_databases(refreshed):
@@ -69,7 +70,7 @@ def test_no_orphans_fails_when_a_parent_row_is_deleted(refreshed):
     assert len(orphans.metadata["orphan_sample"]) == 10
     assert set(orphans.metadata["orphan_sample"]["key"]) == {"region_id=1"}
     # the deleted row itself shows as the parent's count and content gap, nothing else fails
-    assert failures(outcomes) == {("customer", "no_orphans"), ("region", "row_count"), ("region", "content")}
+    assert failures(outcomes) == {("customer", "no_orphans"), ("region", "row_count"), ("region", "matches_source")}
 
 
 def test_no_orphans_tells_apart_the_fks_of_one_table(refreshed):
@@ -91,14 +92,14 @@ def test_no_orphans_covers_composite_keys(refreshed):
     orphans = outcomes[("item", "no_orphans")]
     assert not orphans.passed and orphans.metadata["orphans"] > 0
     assert set(orphans.metadata["orphan_sample"]["key"]) == {"aisle=2, slot=3"}
-    assert failures(outcomes) == {("item", "no_orphans"), ("shelf", "row_count"), ("shelf", "content")}
+    assert failures(outcomes) == {("item", "no_orphans"), ("shelf", "row_count"), ("shelf", "matches_source")}
 
 
 def test_an_extra_target_row_fails_row_count_and_content(refreshed):
     source, target, _ = refreshed
     on_target(target, "INSERT INTO region VALUES (99, 'only in staging')")
     outcomes = run_checks(source, target)
-    assert failures(outcomes) == {("region", "row_count"), ("region", "content")}
+    assert failures(outcomes) == {("region", "row_count"), ("region", "matches_source")}
     assert outcomes[("region", "row_count")].metadata["target_rows"] == 3
     assert "(+1)" in outcomes[("region", "row_count")].summary
 
@@ -107,7 +108,10 @@ def test_a_changed_value_fails_content_only(refreshed):
     source, target, _ = refreshed
     on_target(target, "UPDATE person SET tags = '{changed}' WHERE id = 10")
     outcomes = run_checks(source, target)
-    assert failures(outcomes) == {("person", "content")}
+    assert failures(outcomes) == {("person", "matches_source")}
+    outcome = outcomes[("person", "matches_source")]
+    assert outcome.severity == ERROR and "content differs from the source" in outcome.summary
+    assert outcome.metadata["target_digest"] != outcome.metadata["source_digest"]
     assert outcomes[("person", "row_count")].passed
 
 
@@ -149,17 +153,28 @@ def test_a_renamed_but_equal_index_still_counts(refreshed):
 def test_a_dropped_plain_index_is_a_warning(refreshed):
     source, target, _ = refreshed
     on_target(target, "DROP INDEX person_doc_gin")
-    outcome = run_checks(source, target)[("person", "indexes")]
+    outcome = run_checks(source, target)[("person", "matches_source")]
     assert not outcome.passed and outcome.severity == WARN
-    assert "person_doc_gin" in outcome.summary
+    assert "other indexes missing on the target: person_doc_gin" in outcome.summary
+    assert "content hash" not in outcome.summary and outcome.metadata["missing_other_indexes"] == 1
+
+
+def test_a_missing_index_beside_changed_content_is_an_error(refreshed):
+    source, target, _ = refreshed
+    on_target(target, "DROP INDEX person_doc_gin", "UPDATE person SET tags = '{changed}' WHERE id = 10")
+    outcome = run_checks(source, target)[("person", "matches_source")]
+    assert not outcome.passed and outcome.severity == ERROR
+    assert "content differs" in outcome.summary and "person_doc_gin" in outcome.summary
 
 
 def test_a_sequence_behind_its_column_fails(refreshed):
     source, target, _ = refreshed
     on_target(target, "SELECT setval(pg_get_serial_sequence('customer', 'id'), 10)")
     outcomes = run_checks(source, target)
-    assert failures(outcomes) == {("customer", "sequences")}
-    assert outcomes[("customer", "sequences")].metadata["max.id"] == 50
+    assert failures(outcomes) == {("customer", "matches_source")}
+    outcome = outcomes[("customer", "matches_source")]
+    assert outcome.severity == ERROR and "would hand out 11, but id already reaches 50" in outcome.summary
+    assert outcome.metadata["max.id"] == 50
 
 
 def test_a_blocking_check_failure_rolls_the_whole_refresh_back(pg):
@@ -192,12 +207,12 @@ def test_a_table_without_a_key_with_duplicates_and_json_is_hashed_in_any_order(p
     # The same rows in another physical order: still equal.
     on_target(target, "CREATE TEMP TABLE keep AS SELECT * FROM event_log",
               "DELETE FROM event_log", "INSERT INTO event_log SELECT * FROM keep ORDER BY random()")
-    assert next(o for o in validate_live(source, target, {log: ["content"]})).passed
+    assert next(o for o in validate_live(source, target, {log: ["matches_source"]})).passed
     # One duplicate fewer and one more of another row: same count, different content.
     on_target(target, "DELETE FROM event_log WHERE ctid = (SELECT min(ctid) FROM event_log WHERE payload::text = '{\"a\": 1}')",
               "INSERT INTO event_log VALUES ('2025-02-01', 'same', '{\"a\": 2}')")
-    outcomes = {o.check: o for o in validate_live(source, target, {log: ["row_count", "content"]})}
-    assert outcomes["row_count"].passed and not outcomes["content"].passed
+    outcomes = {o.check: o for o in validate_live(source, target, {log: ["row_count", "matches_source"]})}
+    assert outcomes["row_count"].passed and not outcomes["matches_source"].passed
 
 
 def test_rls_passes_where_no_table_of_the_schema_uses_it_unless_it_is_expected(pg):

@@ -42,12 +42,12 @@ def test_the_atomic_load_freezes_what_it_copies_and_the_parallel_load_does_not(p
 def test_the_snapshot_digest_catches_one_changed_value(pair, workers):
     source, target = pair
     report, outcomes = checked_refresh(source, target, RefreshOptions(workers=workers))
-    assert all(o.passed for o in outcomes if o.check == "content")
+    assert all(o.passed for o in outcomes if o.check == "matches_source")
     with psycopg.connect(target.dsn, autocommit=True) as conn:
         conn.execute("UPDATE person SET tags = '{changed}' WHERE id = 10")
     found = Verifier().after_commit(target, report.copies())
     failed = {(o.table.name, o.check) for o in found if not o.passed and o.severity == "ERROR"}
-    assert failed == {("person", "content")}
+    assert failed == {("person", "matches_source")}
 
 
 def test_the_source_digest_reads_the_snapshot_while_production_writes(pair):
@@ -68,7 +68,7 @@ def test_the_source_digest_reads_the_snapshot_while_production_writes(pair):
         writer.close()
     assert len(written) > 3
     outcomes = verifier.after_commit(target, report.copies())
-    assert all(o.passed for o in outcomes if o.check == "content")
+    assert all(o.passed for o in outcomes if o.check == "matches_source")
     assert not report.digests.digest(PERSON).startswith("unavailable")
 
 
@@ -77,5 +77,5 @@ def test_a_digest_the_source_could_not_compute_fails_content(pair):
     report = refresh(source, target)
     copy = next(c for c in report.copies() if c.source.ref == PERSON)
     lost = replace(copy, source_digest=lambda: "unavailable: the source went away")
-    outcome = next(o for o in Verifier().after_commit(target, [lost]) if o.check == "content")
+    outcome = next(o for o in Verifier().after_commit(target, [lost]) if o.check == "matches_source")
     assert not outcome.passed and "content differs" in outcome.summary

@@ -36,7 +36,7 @@ def pair(pg):
 
 def checked(source: Endpoint, target: Endpoint, table_filter: TableFilter) -> dict[str, object]:
     _, outcomes = checked_refresh(source, target, RefreshOptions(table_filter=table_filter))
-    return {o.table.name: o for o in outcomes if o.check == "sequences"}
+    return {o.table.name: o for o in outcomes if o.check == "matches_source"}
 
 
 def sequence_state(dsn: str) -> dict[str, tuple[int, bool]]:
@@ -94,7 +94,7 @@ def test_a_descending_sequence_behind_its_column_fails(pair):
     checked(source, target, WITH_COUNTERS)
     with psycopg.connect(target.dsn, autocommit=True) as conn:
         conn.execute("SELECT setval('countdown_seq', -5)")
-    outcome = next(o for o in validate_live(source, target, {TableRef("public", "ticket"): ["sequences"]}, WITH_COUNTERS))
+    outcome = next(o for o in validate_live(source, target, {TableRef("public", "ticket"): ["matches_source"]}, WITH_COUNTERS))
     assert not outcome.passed and "would hand out -6, but id already reaches -20" in outcome.summary
 
 

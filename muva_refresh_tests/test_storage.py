@@ -7,7 +7,9 @@ import uuid
 
 import dagster as dg
 import pytest
+from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster_postgres import PostgresEventLogStorage
 
 from muva_refresh.cli import CLI_INSTANCE, CLI_INSTANCE_HEADER
@@ -108,3 +110,28 @@ def test_the_storages_refuse_another_dagster_release():
         require_pinned_dagster("1.14.0")
     assert f"written for dagster {WRITTEN_FOR_DAGSTER}" in str(refused.value)
     assert "dagster 1.14.0 is installed" in str(refused.value)
+
+
+def materialization(run_id: str, asset: str) -> EventLogEntry:
+    event = DagsterEvent(DagsterEventType.ASSET_MATERIALIZATION.value, "refresh_staging",
+                         event_specific_data=StepMaterializationData(dg.AssetMaterialization(asset)))
+    return EventLogEntry(error_info=None, level="DEBUG", user_message="", run_id=run_id, timestamp=time.time(),
+                         dagster_event=event)
+
+
+def test_the_asset_key_columns_are_probed_once_per_storage(tmp_path, monkeypatch):
+    """Dagster reads the asset-key table's columns back before every asset event; a yes is kept."""
+    probed: list[str] = []
+    probe = SqlEventLogStorage._has_asset_key_col_on_connection
+    monkeypatch.setattr(SqlEventLogStorage, "_has_asset_key_col_on_connection",
+                        lambda self, conn, column: probed.append(column) or probe(self, conn, column))
+    storage = KeptOpenSqliteEventLogStorage(str(tmp_path))
+    try:
+        run_id = str(uuid.uuid4())
+        for asset in ("region", "customer", "region", "person"):
+            storage.store_event(materialization(run_id, asset))
+        assert probed and len(probed) == len(set(probed))
+        assert {r.asset_entry.asset_key.to_user_string() for r in storage.get_asset_records()} == {
+            "region", "customer", "person"}
+    finally:
+        storage.dispose()
