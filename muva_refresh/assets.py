@@ -261,11 +261,15 @@ def build_table_assets(
                 f"copied {len(report.tables)} tables, {report.rows:,} rows, {report.bytes / 1e6:.1f} MB "
                 f"from snapshot {report.snapshot_id} in {report.seconds:.1f}s"
             )
-            for ref, stats in report.tables.items():
-                yield dg.MaterializeResult(asset_key=keys.key_of[ref], metadata=translator.materialization_metadata(stats, report))
-            yield from view_results(report.views)
-            verifier.after_commit(target.endpoint(), report.copies())
-            yield from results(verifier.outcomes)
+            blocking = list(verifier.outcomes)
+            with verifier.checking_after_commit(target.endpoint(), report.copies()) as finished:
+                for ref, stats in report.tables.items():  # stored by Dagster while the checks run
+                    yield dg.MaterializeResult(asset_key=keys.key_of[ref],
+                                               metadata=translator.materialization_metadata(stats, report))
+                yield from view_results(report.views)
+                yield from results(blocking)  # after the materializations they belong to
+                for found in finished:
+                    yield from results(found)
             report.raise_for_failures()
         elif selected:  # materialized views alone: refresh them from what staging holds now
             yield from view_results(refresh_views_only(source.endpoint(), target.endpoint(), catalog, selected))

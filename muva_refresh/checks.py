@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
@@ -489,9 +490,19 @@ class Verifier:
             )
 
     def after_commit(self, target: Endpoint, copies: Iterable[TableCopy]) -> list[CheckOutcome]:
-        """The non-blocking checks of every refreshed table, against the committed target, on
-        AFTER_COMMIT_CONNECTIONS connections: hashing a large table keeps one server core busy."""
-        with ThreadConnections(lambda: (target.connect(read_only=True),)) as conns:
+        """The non-blocking checks of every refreshed table, against the committed target."""
+        with self.checking_after_commit(target, copies) as finished:
+            return [o for found in finished for o in found]
+
+    @contextmanager
+    def checking_after_commit(self, target: Endpoint, copies: Iterable[TableCopy]) -> Iterator[Iterator[list[CheckOutcome]]]:
+        """Start the non-blocking checks of every refreshed table at once, on AFTER_COMMIT_CONNECTIONS
+        connections (hashing a large table keeps one server core busy); the iterator yields each
+        table's outcomes in order as they finish. Meanwhile the caller is free: Dagster stores the
+        materializations while the checks run. Leaving the block early (a failed run) cancels the
+        checks not yet started."""
+        with ThreadConnections(lambda: (target.connect(read_only=True),)) as conns, \
+                ThreadPoolExecutor(AFTER_COMMIT_CONNECTIONS, thread_name_prefix="muva-check") as pool:
 
             def check(copy: TableCopy) -> list[CheckOutcome]:
                 conn, = conns.mine()
@@ -500,10 +511,19 @@ class Verifier:
                 finally:
                     conn.rollback()
 
-            with ThreadPoolExecutor(AFTER_COMMIT_CONNECTIONS, thread_name_prefix="muva-check") as pool:
-                found = [o for outcomes in pool.map(check, copies) for o in outcomes]
-        self.outcomes += found
-        return found
+            pending = [pool.submit(check, copy) for copy in copies]
+
+            def finished() -> Iterator[list[CheckOutcome]]:
+                for future in pending:
+                    found = future.result()
+                    self.outcomes += found
+                    yield found
+
+            try:
+                yield finished()
+            finally:
+                for future in pending:
+                    future.cancel()
 
 
 def validate_live(

@@ -8,6 +8,7 @@ import pytest
 
 from muva_refresh.assets import key_part
 from muva_refresh.catalog import Catalog
+from muva_refresh.checks import CHECKS
 from muva_refresh.definitions import REFRESH_JOB, build_definitions, defs
 from muva_refresh.errors import ConfigError
 from muva_refresh.settings import Settings
@@ -78,6 +79,11 @@ def test_the_job_materializes_every_table_with_metadata(hostile_env):
     assert customer["dagster/row_count"].value == 50
     assert {"bytes", "seconds", "MB/s", "snapshot_id", "copy_format"} <= set(customer)
     assert len({m["snapshot_id"].value for m in materialized.values()}) == 1
+    # Every check, blocking or not, is recorded against this run's materialization of its table,
+    # though the checks after COMMIT run while Dagster stores the materializations.
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == len(catalog.tables) * (len(CHECKS) - 1)  # masking runs only under a policy
+    assert {e.target_materialization_data.run_id for e in evaluations} == {result.run_id}
 
 
 def test_a_source_schema_change_since_introspect_stops_the_run(hostile_env):
