@@ -89,7 +89,7 @@ class Column:
     not_null: bool
     generated: bool = False
     # Binary COPY embeds element or field type OIDs for arrays and composites; user-defined
-    # ones differ between databases, so such columns travel as text.
+    # ones differ between databases, so before PostgreSQL 15 such columns travel as text.
     binary_unsafe: bool = False
     has_default: bool = False
 

@@ -94,9 +94,20 @@ def attach_snapshot(conn: psycopg.Connection, snapshot_id: str) -> None:
 
 # --- streaming ------------------------------------------------------------------------------
 
-def copy_format(table: Table, same_major: bool) -> str:
-    """Binary where both servers read it alike; text across versions and for type OIDs that differ."""
-    return "binary" if same_major and table.binary_safe else "text"
+# Binary arrays and composites carry their element and field type OIDs, which differ between
+# databases for user-defined types. Servers before this version refuse a mismatch ("wrong element
+# type"); later ones check only built-in OIDs and read the value as the column's type. 15 and 18
+# are the versions the tests prove it on.
+USER_TYPE_OIDS_IGNORED = 150000
+
+
+def copy_format(table: Table, source: Catalog, target: Catalog) -> str:
+    """Binary where both servers read it alike: one major version, and for arrays and composites
+    of user-defined types a target that ignores their OIDs. Text otherwise, which costs both
+    servers more CPU."""
+    if not source.same_major(target):
+        return "text"
+    return "binary" if table.binary_safe or target.server_version >= USER_TYPE_OIDS_IGNORED else "text"
 
 
 def column_list(table: Table) -> sql.Composable:
@@ -350,10 +361,6 @@ class Load:
     hooks: Hooks
     shapes: Mapping[TableRef, Shape]  # masked and subsetted tables; the others go whole
 
-    @property
-    def same_major(self) -> bool:
-        return self.plan.catalog.same_major(self.target_catalog)
-
     def truncate(self, dst: psycopg.Connection) -> None:
         dst.execute(TRUNCATE.format(tables=sql.SQL(", ").join(r.ident() for r in self.plan.selected)))
 
@@ -371,7 +378,7 @@ class Load:
             dst.execute(DROP_INDEX.format(index=sql.Identifier(ref.schema, index.name)))
         on_stream = self.hooks.on_stream
         tick = (lambda size, rows: on_stream(ref, size, rows, table.estimated_rows)) if on_stream else None
-        stats = stream_table(src, dst, table, copy_format(table, self.same_major), tick,
+        stats = stream_table(src, dst, table, copy_format(table, self.plan.catalog, self.target_catalog), tick,
                              self.shapes.get(ref, WHOLE), freeze=truncated_here and not table.partitioned)
         for index in deferred:
             dst.execute(sql.SQL(index.definition))  # pg_get_indexdef's own text, quoted by the server
