@@ -6,6 +6,7 @@ import time
 import uuid
 
 import dagster as dg
+import psycopg
 import pytest
 from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
 from dagster._core.events.log import EventLogEntry
@@ -135,3 +136,28 @@ def test_the_asset_key_columns_are_probed_once_per_storage(tmp_path, monkeypatch
             "region", "customer", "person"}
     finally:
         storage.dispose()
+
+
+def test_the_pooled_postgres_storage_sends_no_notify_and_dagsters_watcher_still_hears(pg15):
+    """dagster-postgres's watchers poll; its NOTIFY after each event only served older releases."""
+    dsn = pg15.create_database("event_log")
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    url = f"postgresql+psycopg2://{info.get('user', 'postgres')}@{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}/{info['dbname']}"
+    writer = PooledPostgresEventLogStorage(url)
+    reader = PostgresEventLogStorage(url)
+    listener = psycopg.connect(dsn, autocommit=True)
+    run_id = str(uuid.uuid4())
+    heard = threading.Event()
+    reader.watch(run_id, None, lambda entry, _cursor: heard.set())
+    try:
+        listener.execute("LISTEN run_events")
+        writer.store_event(message(run_id, "first"))
+        assert heard.wait(10), "Dagster's own watcher never heard the event"
+        assert list(listener.notifies(timeout=1, stop_after=1)) == []
+        reader.store_event(message(run_id, "second"))  # Dagster's own class still notifies
+        assert len(list(listener.notifies(timeout=5, stop_after=1))) == 1
+    finally:
+        reader.end_watch(run_id, lambda entry, _cursor: None)
+        listener.close()
+        reader.dispose()
+        writer.dispose()
