@@ -1,14 +1,16 @@
 """The Dagster edge: definitions from saved state, the job with real resources, drift, executors."""
 
 import threading
+from types import SimpleNamespace
 
 import dagster as dg
 import psycopg
 import pytest
 
-from muva_refresh.assets import key_part
-from muva_refresh.catalog import Catalog
+from muva_refresh.assets import CopiedLines, key_part
+from muva_refresh.catalog import Catalog, TableRef
 from muva_refresh.checks import CHECKS
+from muva_refresh.copy import CopyStats
 from muva_refresh.definitions import REFRESH_JOB, build_definitions, defs
 from muva_refresh.errors import ConfigError
 from muva_refresh.settings import Settings
@@ -176,3 +178,19 @@ def test_reexecution_from_failure_finishes_without_redoing_what_succeeded(hostil
     with psycopg.connect(target) as conn:
         assert conn.execute(ORPHANS).fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM customer").fetchone()[0] == 50
+
+
+def test_the_run_log_gathers_the_copied_tables_into_a_line_at_most_every_interval():
+    lines: list[str] = []
+    log = SimpleNamespace(info=lines.append)
+    stats = CopyStats(10, 2_000_000, 1.0, "binary")
+    run_log = CopiedLines(log, every=3600)
+    run_log.copied(TableRef("public", "a"), stats)
+    run_log.copied(TableRef("public", "b"), stats)
+    assert lines == []
+    run_log.flush()
+    run_log.flush()  # nothing new: no line
+    assert lines == ["copied public.a: 10 rows, 2.0 MB, 2.0 MB/s, binary; public.b: 10 rows, 2.0 MB, 2.0 MB/s, binary "
+                     "(visible on staging at COMMIT)"]
+    CopiedLines(log, every=0).copied(TableRef("public", "c"), stats)  # a slow load: a line per table
+    assert len(lines) == 2 and lines[1].startswith("copied public.c: 10 rows")
