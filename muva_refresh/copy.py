@@ -43,6 +43,7 @@ SET_SEQUENCE = sql.SQL("SELECT setval(%s::regclass, %s, %s)")
 REFRESH_VIEW = sql.SQL("REFRESH MATERIALIZED VIEW {view}")
 COUNT_ROWS = sql.SQL("SELECT count(*) FROM {table}")
 TICK_SECONDS = 0.5
+WRITE_BYTES = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -195,12 +196,35 @@ def pump(
     return CopyStats(cur.rowcount, size, time.perf_counter() - started, fmt)
 
 
+class Gathered:
+    """Blocks joined into writes of WRITE_BYTES: COPY TO sends a message per row, and writing
+    each on its own costs a call into the target's connection per row."""
+
+    def __init__(self, sink: Callable[[bytearray], object]):
+        self.sink = sink
+        self.buffer = bytearray()
+
+    def write(self, block: memoryview) -> None:
+        self.buffer += block
+        if len(self.buffer) >= WRITE_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buffer:
+            self.sink(self.buffer)
+            self.buffer = bytearray()  # the writer may still hold the last one
+
+
 def stream_table(src: psycopg.Connection, dst: psycopg.Connection, table: Table, fmt: str,
                  tick: Callable[[int, "int | None"], None] | None = None, shape: Shape = WHOLE,
                  freeze: bool = False) -> CopyStats:
-    """COPY TO STDOUT -> COPY FROM STDIN, block by block; psycopg's writer queue bounds memory."""
+    """COPY TO STDOUT -> COPY FROM STDIN, gathered into writes of WRITE_BYTES; memory stays at that
+    and psycopg's bounded writer queue."""
     with dst.cursor().copy(copy_in_sql(table, fmt, freeze)) as into:
-        return pump(src, table, fmt, into.write, tick, shape)
+        gathered = Gathered(into.write)
+        stats = pump(src, table, fmt, gathered.write, tick, shape)
+        gathered.flush()
+        return stats
 
 
 def count_rows(conn: psycopg.Connection, ref: TableRef) -> int:

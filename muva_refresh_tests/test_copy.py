@@ -262,3 +262,17 @@ def test_a_copy_reports_its_progress_while_it_streams(pair, pg15, monkeypatch, a
         assert by_table["customer"][1] == 50 and by_table["customer"][0] > 0  # text: rows are counted
     else:
         assert by_table["customer"][1] is None and by_table["customer"][0] > 0  # binary: bytes only
+
+
+def test_rows_are_gathered_into_writes_of_a_bounded_size():
+    """COPY TO sends a message per row; the target gets them in writes of WRITE_BYTES, the rest at the end."""
+    written: list[bytes] = []
+    gathered = copy.Gathered(lambda chunk: written.append(bytes(chunk)))
+    row = b"x" * 1000
+    for _ in range(300):
+        gathered.write(memoryview(row))
+    assert len(written) == 300_000 // copy.WRITE_BYTES
+    assert all(len(w) < copy.WRITE_BYTES + len(row) for w in written)
+    gathered.flush()
+    gathered.flush()  # nothing left: no empty write
+    assert b"".join(written) == row * 300 and len(written) == 300_000 // copy.WRITE_BYTES + 1
