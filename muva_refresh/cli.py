@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import os
 import sys
@@ -24,6 +25,11 @@ from .settings import DAGSTER_HOME_VAR, Settings, load_env_file
 
 if TYPE_CHECKING:  # runs imports Dagster, which only the commands that run jobs load
     from .runs import HistoryEntry, JobOutcome, Runner
+
+# Dagster's handling of a refresh's ~800 events allocates many short-lived objects; at the
+# default first threshold (700) the collector runs over and over in a process that lives for
+# seconds. Raised, a seed-sized refresh took about 0.25 s less.
+GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def display_name(ref: TableRef) -> str:
@@ -408,6 +414,7 @@ def ensure_dagster_home(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None, out: Printer | None = None) -> int:
+    gc.set_threshold(*GC_THRESHOLDS)
     out = out or Printer()
     args = parser().parse_args(argv)
     load_env_file()
