@@ -31,12 +31,17 @@ TRUNCATE = sql.SQL("TRUNCATE {tables}")  # never CASCADE: the selection guard na
 ROWS = sql.SQL("{ctes}SELECT {columns} FROM {table} AS t{where}")  # what COPY sends and the digest hashes
 COPY_OUT = sql.SQL("COPY ({rows}) TO STDOUT (FORMAT {format})")
 COPY_IN = sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT {format}{freeze})")
-# Each server hashes its own rows: a 64-bit hash of each row's text, summed mod 2**64, so equal
-# multisets of rows hash equal in any order (duplicates count) and neither side sorts. A second
-# seed would halve the speed for a collision chance already at 2**-64.
-ROW_DIGEST = sql.SQL(
-    "SELECT count(*), sum(hashtextextended(ROW({values})::text, 0)) FROM ({rows}) AS s"
-)
+# Each server hashes its own rows: a 64-bit hash of each row, summed mod 2**64, so equal multisets
+# of rows hash equal in any order (duplicates count) and neither side sorts. A row's hash XORs
+# its columns' hashes, each seeded with the column's position (so two columns that swap values
+# differ) and a NULL standing as the position itself: no row text is built and quoted. Integers
+# hash their values; every other type its text output, in collation "C" so that a
+# case-insensitive collation does not make "A" equal "a". Both are exact: equal hashes mean equal
+# representations, not values equal under the type's own equality (1.0 is not 1.00).
+ROW_DIGEST = sql.SQL("SELECT count(*), sum({row_hash}) FROM ({rows}) AS s")
+INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
+INTEGER_HASH = sql.SQL("hashint8extended({}, {})")
+TEXT_HASH = sql.SQL('hashtextextended({}::text COLLATE "C", {})')
 DROP_INDEX = sql.SQL("DROP INDEX {index}")
 READ_SEQUENCE = sql.SQL("SELECT last_value, is_called FROM {sequence}")
 SET_SEQUENCE = sql.SQL("SELECT setval(%s::regclass, %s, %s)")
@@ -133,13 +138,16 @@ class Shape:
             for c in table.copied_columns
         )
 
-    def hashed_values(self, table: Table) -> sql.Composable:
-        """The columns of `rows` as the target stores them: a masked value cast to its column's type."""
-        return sql.SQL(", ").join(
-            sql.SQL("s.{}::{}").format(sql.Identifier(c.name), sql.SQL(c.type))  # format_type's own text
-            if c.name in self.expressions else sql.SQL("s.{}").format(sql.Identifier(c.name))
-            for c in table.copied_columns
-        )
+    def row_hash(self, table: Table) -> sql.Composable:
+        """ROW_DIGEST's hash of a row of `rows`, its columns as the target stores them (a masked
+        value cast to its column's type)."""
+        hashes = []
+        for position, c in enumerate(table.copied_columns, start=1):
+            value = (sql.SQL("s.{}::{}").format(sql.Identifier(c.name), sql.SQL(c.type))  # format_type's own text
+                     if c.name in self.expressions else sql.SQL("s.{}").format(sql.Identifier(c.name)))
+            hashed = INTEGER_HASH if c.type in INTEGER_TYPES else TEXT_HASH
+            hashes.append(sql.SQL("coalesce({}, {})").format(hashed.format(value, position), position))
+        return sql.SQL(" # ").join(hashes) if hashes else sql.SQL("0")
 
     def rows(self, table: Table) -> sql.Composed:
         return ROWS.format(
@@ -165,7 +173,7 @@ def copy_in_sql(table: Table, fmt: str, freeze: bool = False) -> sql.Composed:
 
 def row_digest(conn: psycopg.Connection, table: Table, shape: Shape = WHOLE) -> tuple[int, str]:
     """(rows, digest) of `table` as `shape` sends it, computed by the server `conn` reaches."""
-    query = ROW_DIGEST.format(values=shape.hashed_values(table), rows=shape.rows(table))
+    query = ROW_DIGEST.format(row_hash=shape.row_hash(table), rows=shape.rows(table))
     rows, total = conn.execute(query).fetchone()  # a numeric sum, None for no rows
     return rows, f"{int(total or 0) % 2**64:016x}"
 

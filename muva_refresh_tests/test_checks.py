@@ -227,3 +227,30 @@ def test_rls_passes_where_no_table_of_the_schema_uses_it_unless_it_is_expected(p
     assert "MUVA_RLS_EXPECTED lists it (Billing Ops.Cust*)" in expected.summary
     neighbour = next(o for o in validate_live(source, target, {T["person"]: ["rls"]}, schemas))
     assert neighbour.severity == WARN and "2 other tables in schema public use it" in neighbour.summary
+
+
+EXACT = """
+CREATE COLLATION nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE pair (id int PRIMARY KEY, a int, b int, s text, n text COLLATE nocase, x numeric);
+INSERT INTO pair VALUES (1, 1, 2, '', 'Abc', 1.0), (2, 3, 4, NULL, 'x', 2);
+"""
+
+
+@pytest.mark.parametrize("fault", [
+    "UPDATE pair SET a = b, b = a WHERE id = 1",  # two columns swap values
+    "UPDATE pair SET s = NULL WHERE id = 1",  # an empty string becomes NULL
+    "UPDATE pair SET n = 'abc' WHERE id = 1",  # equal under its case-insensitive collation
+    "UPDATE pair SET x = 1.00 WHERE id = 1",  # equal as a number
+])
+def test_the_row_digest_tells_apart_what_equality_alone_would_not(pg15, fault):
+    """On the machine's PostgreSQL: the embedded build has no ICU for a nondeterministic collation."""
+    source = Endpoint("source", pg15.create_database("esrc"))
+    target = Endpoint("target", pg15.create_database("edst"))
+    for endpoint in (source, target):
+        with psycopg.connect(endpoint.dsn, autocommit=True) as conn:
+            conn.execute(EXACT)
+    pair = TableRef("public", "pair")
+    assert next(o for o in validate_live(source, target, {pair: ["matches_source"]})).passed
+    on_target(target, fault)
+    outcome = next(o for o in validate_live(source, target, {pair: ["matches_source"]}))
+    assert not outcome.passed and "content differs" in outcome.summary
