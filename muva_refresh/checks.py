@@ -453,8 +453,12 @@ CHECKS: tuple[Check, ...] = (
 CHECK_BY_NAME = {c.name: c for c in CHECKS}
 
 
+def checks_that_run(settings: "CheckSettings") -> tuple[Check, ...]:
+    return tuple(c for c in CHECKS if c.runs_with(settings))
+
+
 def checks_in(phase: str, settings: "CheckSettings") -> tuple[Check, ...]:
-    return tuple(c for c in CHECKS if c.phase == phase and c.runs_with(settings))
+    return tuple(c for c in checks_that_run(settings) if c.phase == phase)
 
 
 def run_checks(checks: Iterable[Check], subject: CheckSubject) -> list[CheckOutcome]:
@@ -499,7 +503,7 @@ class Verifier:
     def checking_after_commit(self, target: Endpoint, copies: Iterable[TableCopy]) -> Iterator[Iterator[list[CheckOutcome]]]:
         """Start the non-blocking checks of every refreshed table at once, on AFTER_COMMIT_CONNECTIONS
         connections (hashing a large table keeps one server core busy); the iterator yields each
-        table's outcomes in order as they finish. Meanwhile the caller is free: Dagster stores the
+        table's outcomes in the order of `copies`, each once it is done. Meanwhile the caller is free: Dagster stores the
         materializations while the checks run. Leaving the block early (a failed run) cancels the
         checks not yet started."""
         with ThreadConnections(lambda: (target.connect(read_only=True),)) as conns, \
@@ -547,7 +551,7 @@ def validate_live(
         shapes = shaping.shapes(source_catalog) if shaping else {}
         facts = LiveFacts(src, shapes)
         for ref, names in wanted_by_table.items():
-            wanted = [c for c in CHECKS if c.name in set(names) and c.runs_with(settings)]
+            wanted = [c for c in checks_that_run(settings) if c.name in set(names)]
             target_table = target_catalog.by_ref.get(ref)
             if target_table is None:
                 found += [CheckOutcome(c.name, ref, False, f"{ref} is missing on the target", basis, c.severity)

@@ -12,7 +12,7 @@ import dagster as dg
 
 from .assets import TABLE_ASSETS_NAME, TableKeys, TableTranslator
 from .catalog import Catalog, TableRef
-from .checks import CHECKS, CheckOutcome, CheckSettings
+from .checks import CheckOutcome, CheckSettings, checks_that_run
 from .copy import CopyStats, Progress, ViewStats
 from .definitions import REFRESH_JOB, VALIDATE_JOB, build_definitions
 from .errors import EXIT_FAILED, EXIT_OK, exit_code_for
@@ -84,31 +84,29 @@ class Runner:
 
     def refresh(self, selected: Sequence[TableRef] | None, workers: int, policy: str = "") -> JobOutcome:
         make_plan(self.catalog, selected)  # refuse a bad selection or policy before Dagster starts
-        shaping = shaping_for(policy or self.settings.policy, self.catalog, self.settings.mask_salt)
+        checks = self.checks_that_run(selected, policy)
         config = {"ops": {TABLE_ASSETS_NAME: {"config": {"workers": workers, "policy": policy}}}}
         keys = {self.keys.key_of[r] for r in selected} if selected else set(self.keys.key_of.values())
-        # Only the checks that run: one a run would not evaluate still costs events, then shows as skipped.
-        settings = CheckSettings(shaping=shaping)
-        checks = {dg.AssetCheckKey(key, c.name) for key in keys if self.keys.table_of[key] in self.catalog.by_ref
-                  for c in CHECKS if c.runs_with(settings)}
         job = self.defs.resolve_job_def(REFRESH_JOB).get_subset(asset_selection=keys, asset_check_selection=checks)
-        return self.execute(job, config, None)
+        return self.execute(job, config)
 
     def validate(self, selected: Sequence[TableRef] | None, policy: str = "") -> JobOutcome:
-        shaping = shaping_for(policy or self.settings.policy, self.catalog, self.settings.mask_salt)
-        settings = CheckSettings(shaping=shaping)
-        job = self.defs.resolve_job_def(VALIDATE_JOB).get_subset(asset_check_selection={
-            dg.AssetCheckKey(self.keys.key_of[r], c.name) for r in selected or self.catalog.refs
-            for c in CHECKS if c.runs_with(settings)
-        })
-        return self.execute(job, {"ops": {TABLE_ASSETS_NAME: {"config": {"policy": policy}}}}, None)
+        job = self.defs.resolve_job_def(VALIDATE_JOB).get_subset(
+            asset_check_selection=self.checks_that_run(selected, policy))
+        return self.execute(job, {"ops": {TABLE_ASSETS_NAME: {"config": {"policy": policy}}}})
 
-    def execute(self, job: dg.JobDefinition, config: Mapping[str, Any], keys: list[dg.AssetKey] | None) -> JobOutcome:
+    def checks_that_run(self, selected: Sequence[TableRef] | None, policy: str) -> set[dg.AssetCheckKey]:
+        """The checks of the selected tables (materialized views have none) that run under the
+        policy, refused here if it is bad. One a run would not evaluate still costs Dagster's
+        events, then shows as skipped."""
+        shaping = shaping_for(policy or self.settings.policy, self.catalog, self.settings.mask_salt)
+        return {dg.AssetCheckKey(self.keys.key_of[r], c.name) for r in selected or self.catalog.refs
+                if r in self.catalog.by_ref for c in checks_that_run(CheckSettings(shaping=shaping))}
+
+    def execute(self, job: dg.JobDefinition, config: Mapping[str, Any]) -> JobOutcome:
         started = time.perf_counter()
         with dg.DagsterInstance.get() as instance:
-            result = job.execute_in_process(
-                instance=instance, asset_selection=keys, run_config={**QUIET, **config}, raise_on_error=False
-            )
+            result = job.execute_in_process(instance=instance, run_config={**QUIET, **config}, raise_on_error=False)
         materialized = self.materialized(result.get_asset_materialization_events())
         return JobOutcome(
             run_id=result.run_id,
