@@ -414,7 +414,6 @@ def ensure_dagster_home(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None, out: Printer | None = None) -> int:
-    gc.set_threshold(*GC_THRESHOLDS)
     out = out or Printer()
     args = parser().parse_args(argv)
     load_env_file()
@@ -427,5 +426,16 @@ def main(argv: Sequence[str] | None = None, out: Printer | None = None) -> int:
         return exc.exit_code
 
 
+def command() -> int:
+    """The muva-refresh command: main() in a process of its own, which lives for seconds."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        return main()
+    finally:
+        # Python's exit collects what it still holds several times while it tears modules down:
+        # with Dagster loaded, some 200,000 objects and about 0.4 s. Frozen, the OS reclaims them.
+        gc.freeze()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command())

@@ -43,6 +43,15 @@ INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
 INTEGER_HASH = sql.SQL("hashint8extended({}, {})")
 TEXT_HASH = sql.SQL('hashtextextended({}::text COLLATE "C", {})')
 DROP_INDEX = sql.SQL("DROP INDEX {index}")
+# The workers the server allows an index build, unless the table names its own number.
+REBUILD_WORKERS = sql.SQL(
+    "SELECT current_setting('max_parallel_maintenance_workers')::int FROM pg_class AS c WHERE c.oid = %s::regclass "
+    "AND NOT EXISTS (SELECT FROM pg_options_to_table(c.reloptions) WHERE option_name = 'parallel_workers')"
+)
+SET_PARALLEL_WORKERS = sql.SQL("ALTER TABLE {table} SET (parallel_workers = {workers})")
+RESET_PARALLEL_WORKERS = sql.SQL("ALTER TABLE {table} RESET (parallel_workers)")
+# PostgreSQL's own min_parallel_table_scan_size, applied to the bytes copied instead of the heap.
+PARALLEL_REBUILD_BYTES = 8 * 1024 * 1024
 READ_SEQUENCE = sql.SQL("SELECT last_value, is_called FROM {sequence}")
 SET_SEQUENCE = sql.SQL("SELECT setval(%s::regclass, %s, %s)")
 REFRESH_VIEW = sql.SQL("REFRESH MATERIALIZED VIEW {view}")
@@ -281,6 +290,27 @@ def rebuilt_indexes(table: Table) -> tuple[Index, ...]:
     return tuple(i for i in table.indexes if not i.unique and i.constraint is None)
 
 
+@contextmanager
+def parallel_rebuild(dst: psycopg.Connection, table: Table, copied_bytes: int) -> Iterator[None]:
+    """Index builds on the server's parallel maintenance workers for a table that copied at least
+    PARALLEL_REBUILD_BYTES.
+
+    PostgreSQL sizes a parallel build by the table's heap alone, and rows whose values live in
+    TOAST look small to it: pgvector's embeddings do, and their HNSW build then takes one core.
+    The table's own parallel_workers setting asks for the workers; it is reset in the same
+    transaction, so the table keeps its options, and a table that sets its own is left alone.
+    """
+    workers = 0
+    if copied_bytes >= PARALLEL_REBUILD_BYTES:
+        row = dst.execute(REBUILD_WORKERS, (table.ref.ident().as_string(dst),)).fetchone()
+        workers = row[0] if row else 0
+    if workers:
+        dst.execute(SET_PARALLEL_WORKERS.format(table=table.ref.ident(), workers=sql.Literal(workers)))
+    yield
+    if workers:
+        dst.execute(RESET_PARALLEL_WORKERS.format(table=table.ref.ident()))
+
+
 class SnapshotDigests:
     """The source's row digest of each copied table, on one more connection in the snapshot.
 
@@ -412,8 +442,9 @@ class Load:
         tick = (lambda size, rows: on_stream(ref, size, rows, table.estimated_rows)) if on_stream else None
         stats = stream_table(src, dst, table, copy_format(table, self.plan.catalog, self.target_catalog), tick,
                              self.shapes.get(ref, WHOLE), freeze=truncated_here and not table.partitioned)
-        for index in deferred:
-            dst.execute(sql.SQL(index.definition))  # pg_get_indexdef's own text, quoted by the server
+        with parallel_rebuild(dst, table, stats.bytes if deferred else 0):
+            for index in deferred:
+                dst.execute(sql.SQL(index.definition))  # pg_get_indexdef's own text, quoted by the server
         return replace(stats, seconds=time.perf_counter() - started)  # the whole table, rebuilds included
 
     def copied(self, ref: TableRef, stats: CopyStats) -> None:

@@ -1,7 +1,10 @@
 """The command line, end to end through Dagster on a real instance and real databases."""
 
+import gc
+
 import psycopg
 
+from muva_refresh import cli as cli_module
 from muva_refresh.guards import REFRESH_LOCK_KEY
 
 from .support import SECRET, cli
@@ -115,3 +118,16 @@ def test_refusals_before_any_write_exit_2(env, monkeypatch):
     monkeypatch.setenv("MUVA_STATE_PATH", "/nonexistent/catalog.json")
     missing = cli("refresh")
     assert missing.code == 2 and "run `muva-refresh introspect`" in missing.err
+
+
+def test_the_command_exits_with_mains_code_and_leaves_its_objects_to_the_os(monkeypatch):
+    """Python's exit would collect every object a refresh left, several times over; frozen, it skips them."""
+    monkeypatch.setattr(cli_module, "main", lambda: 3)
+    threshold = gc.get_threshold()
+    try:
+        assert cli_module.command() == 3
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == cli_module.GC_THRESHOLDS
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

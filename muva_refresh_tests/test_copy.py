@@ -276,3 +276,51 @@ def test_rows_are_gathered_into_writes_of_a_bounded_size():
     gathered.flush()
     gathered.flush()  # nothing left: no empty write
     assert b"".join(written) == row * 300 and len(written) == 300_000 // copy.WRITE_BYTES + 1
+
+
+
+TOASTED = """
+CREATE TABLE doc (id int PRIMARY KEY, tag int NOT NULL, body text NOT NULL);
+CREATE INDEX doc_tag ON doc (tag);
+CREATE TABLE noted (id int PRIMARY KEY, tag int NOT NULL, body text NOT NULL) WITH (parallel_workers = 0);
+CREATE INDEX noted_tag ON noted (tag);
+"""
+# On the target, outside the copied schema: each CREATE INDEX notes its table's options as it runs.
+NOTE_BUILDS = """
+CREATE SCHEMA audit;
+CREATE TABLE audit.builds (tbl name, options text[]);
+CREATE FUNCTION audit.note_build() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO audit.builds
+  SELECT c.relname, c.reloptions FROM pg_event_trigger_ddl_commands() AS d
+  JOIN pg_index AS i ON i.indexrelid = d.objid JOIN pg_class AS c ON c.oid = i.indrelid;
+END $$;
+CREATE EVENT TRIGGER note_build ON ddl_command_end WHEN TAG IN ('CREATE INDEX') EXECUTE FUNCTION audit.note_build();
+ALTER EVENT TRIGGER note_build ENABLE ALWAYS;  -- the load runs as a replica
+"""
+
+
+def test_a_table_whose_rows_live_in_toast_rebuilds_its_indexes_in_parallel_and_keeps_its_options(pg):
+    """PostgreSQL judges a parallel build by the heap, which TOAST keeps small: the load asks for
+    the server's workers through the table's parallel_workers, for the rebuild only. A table
+    that names its own setting keeps it in charge."""
+    source, target = pg.create_database("src"), pg.create_database("dst")
+    for dsn in (source, target):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(TOASTED)
+    with psycopg.connect(source, autocommit=True) as conn:
+        for table in ("doc", "noted"):  # 9 MB each as COPY sends it, a few pages of heap
+            conn.execute(f"INSERT INTO {table} SELECT g, g % 7, repeat('x', 4000) FROM generate_series(1, 2300) g")
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute(NOTE_BUILDS)
+        workers = int(conn.execute("SHOW max_parallel_maintenance_workers").fetchone()[0])
+    assert workers > 0
+
+    report = refresh(Endpoint("source", source), Endpoint("target", target))
+
+    assert report.tables[TableRef("public", "doc")].bytes >= copy.PARALLEL_REBUILD_BYTES
+    with psycopg.connect(target, autocommit=True) as conn:
+        builds = conn.execute("SELECT tbl, options FROM audit.builds ORDER BY tbl").fetchall()
+        options = dict(conn.execute("SELECT relname, reloptions FROM pg_class WHERE relname IN ('doc', 'noted')"))
+    assert builds == [("doc", [f"parallel_workers={workers}"]), ("noted", ["parallel_workers=0"])]
+    assert options == {"doc": None, "noted": ["parallel_workers=0"]}
