@@ -4,9 +4,9 @@ A refresh stores about a thousand events: a planned event, an output and a resul
 table and every check. Dagster 1.13.27's storages open a new connection for each write (NullPool),
 three or four per check event, and SQLite also syncs and checkpoints its file on every close;
 that costs 6 to 30 ms an event, more than the copy itself at seed size. These subclasses change
-how connections are held, and leave out a NOTIFY no reader of this release listens to, so every
-process that reads dagster.yaml (the CLI, the webserver, the daemon, a run worker) writes the
-same tables the same way.
+how connections are held, write on a thread of their own while the process goes on, and leave
+out a NOTIFY no reader of this release listens to, so every process that reads dagster.yaml (the
+CLI, the webserver, the daemon, a run worker) writes the same tables the same way.
 
 They override private methods of Dagster's storages, so they refuse to load under any Dagster
 release but the one they were written against.
@@ -14,15 +14,19 @@ release but the one they were written against.
 
 from __future__ import annotations
 
+import atexit
 import os
+import queue
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import sqlalchemy as db
 from dagster import Field, StringSource
 from dagster import _check as check
+from dagster._core.events import DagsterEventType
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
@@ -40,6 +44,8 @@ OPEN_SHARDS = 8  # SQLite run files kept open at once; the webserver reads many 
 # As dagster-postgres pools the webserver's connections (optimize_for_webserver): no ping per checkout.
 POSTGRES_POOL = {"pool_size": 2, "max_overflow": 8, "pool_recycle": 600}
 NOTIFY_EVENT = f"NOTIFY {CHANNEL_NAME},"
+WRITE_QUEUE_EVENTS = 512  # how far the writer may fall behind before Dagster waits for it
+WRITER_STARTING = threading.Lock()  # one writer thread per storage, whichever thread stores first
 
 
 def require_pinned_dagster(found: str = DAGSTER_VERSION) -> None:
@@ -70,7 +76,92 @@ class CachedSchemaProbes:
         return column_name in seen
 
 
-class KeptOpenSqliteEventLogStorage(CachedSchemaProbes, SqliteEventLogStorage):
+class WrittenInBackground:
+    """Events stored on a thread of the storage's own, in the order they came, while the process
+    goes on: a refresh's events mostly arrive while the load waits on the servers, or in bursts
+    whose SQL waits on a disk or a socket.
+
+    Anything else the storage does (every read, from any thread of this process) first waits for
+    the queue to empty, so the process reads what it wrote. Run-level events other than the run's
+    start are written at once, after the queue: another process acts on them (the daemon
+    dequeues a run, a reader sees it end), so the events before them are stored by then. A failed
+    write is raised by the next call, and exit and dispose() wait for the queue.
+    """
+
+    def store_event(self, event: EventLogEntry) -> None:
+        writer = self._writer()
+        writer.raise_failure()
+        if written_at_once(event):
+            self.wait_for_writes()
+            self.write_event(event)
+        else:
+            writer.queue.put(event)
+
+    def write_event(self, event: EventLogEntry) -> None:
+        super().store_event(event)  # type: ignore[misc]
+
+    def wait_for_writes(self) -> None:
+        writer = self.__dict__.get("_event_writer")
+        if writer is not None and threading.current_thread() is not writer.thread:
+            writer.queue.join()
+            writer.raise_failure()
+
+    def _writer(self) -> "EventWriter":
+        with WRITER_STARTING:
+            writer = self.__dict__.get("_event_writer")
+            if writer is None:
+                writer = self.__dict__["_event_writer"] = EventWriter(self.write_event)
+            return writer
+
+    def stop_writer(self) -> None:
+        writer = self.__dict__.pop("_event_writer", None)
+        if writer is not None:
+            writer.stop()
+
+
+class EventWriter:
+    """The thread behind WrittenInBackground: one queue, written in order."""
+
+    def __init__(self, write: Callable[[EventLogEntry], None]):
+        self.queue: queue.Queue[EventLogEntry | None] = queue.Queue(WRITE_QUEUE_EVENTS)
+        self.failure: BaseException | None = None
+        self.thread = threading.Thread(target=self.run, args=(write,), name="muva-event-writer", daemon=True)
+        self.thread.start()
+        atexit.register(self.stop)  # a process that never disposes its instance still stores everything
+
+    def run(self, write: Callable[[EventLogEntry], None]) -> None:
+        while True:
+            event = self.queue.get()
+            try:
+                if event is None:
+                    return
+                write(event)
+            except BaseException as exc:  # raised to the process by its next call
+                if self.failure is None:
+                    self.failure = exc
+            finally:
+                self.queue.task_done()
+
+    def raise_failure(self) -> None:
+        failure, self.failure = self.failure, None
+        if failure is not None:
+            raise failure
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        atexit.unregister(self.stop)
+        self.raise_failure()
+
+
+def written_at_once(event: EventLogEntry) -> bool:
+    dagster_event = event.dagster_event
+    return (dagster_event is not None and dagster_event.is_job_event
+            and dagster_event.event_type != DagsterEventType.RUN_START)
+
+
+class KeptOpenSqliteEventLogStorage(WrittenInBackground, CachedSchemaProbes, SqliteEventLogStorage):
     """SQLite event log (a file per run plus an index file) with one open connection per file.
 
     Commits are synchronous=NORMAL, which WAL makes safe against a crash of the process; the
@@ -111,6 +202,7 @@ class KeptOpenSqliteEventLogStorage(CachedSchemaProbes, SqliteEventLogStorage):
 
     @contextmanager
     def _connect(self, shard: str) -> Iterator[Any]:
+        self.wait_for_writes()
         with self._db_lock:
             check.str_param(shard, "shard")
             engine = self.engine_for(shard)
@@ -120,20 +212,21 @@ class KeptOpenSqliteEventLogStorage(CachedSchemaProbes, SqliteEventLogStorage):
             with engine.connect() as conn, conn.begin():
                 yield conn
 
-    def store_event(self, event: Any) -> None:
-        super().store_event(event)
+    def write_event(self, event: EventLogEntry) -> None:
+        super().write_event(event)
         path = self.path_for_shard(event.run_id)
         if os.path.exists(path):
             os.utime(path)  # wakes the watchers of this run, as a checkpoint on close used to
 
     def dispose(self) -> None:
+        self.stop_writer()
         super().dispose()
         with self._engines_lock:
             while self._engines:
                 self._engines.popitem()[1].dispose()
 
 
-class PooledPostgresEventLogStorage(CachedSchemaProbes, PostgresEventLogStorage):
+class PooledPostgresEventLogStorage(WrittenInBackground, CachedSchemaProbes, PostgresEventLogStorage):
     """dagster-postgres's event log with a small connection pool instead of a connection per write,
     and without the NOTIFY after each event."""
 
@@ -160,7 +253,14 @@ class PooledPostgresEventLogStorage(CachedSchemaProbes, PostgresEventLogStorage)
             token_provider=get_token_provider_from_config(config_value),
         )
 
+    @contextmanager
+    def _connect(self) -> Iterator[Any]:
+        self.wait_for_writes()
+        with super()._connect() as conn:
+            yield conn
+
     def dispose(self) -> None:
+        self.stop_writer()
         super().dispose()
         self._engine.dispose()
 

@@ -1,6 +1,8 @@
 """The event-log storages dagster.yaml names: connections kept between events, the same tables and
 the same watchers as Dagster's own storages, and only under the Dagster release they were written for."""
 
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -131,6 +133,7 @@ def test_the_asset_key_columns_are_probed_once_per_storage(tmp_path, monkeypatch
         run_id = str(uuid.uuid4())
         for asset in ("region", "customer", "region", "person"):
             storage.store_event(materialization(run_id, asset))
+        storage.wait_for_writes()
         assert probed and len(probed) == len(set(probed))
         assert {r.asset_entry.asset_key.to_user_string() for r in storage.get_asset_records()} == {
             "region", "customer", "person"}
@@ -161,3 +164,80 @@ def test_the_pooled_postgres_storage_sends_no_notify_and_dagsters_watcher_still_
         listener.close()
         reader.dispose()
         writer.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storages(request, tmp_path, pg15):
+    """Two storages on one event log, as two processes would hold them; the first writes."""
+    if request.param == "sqlite":
+        made = [KeptOpenSqliteEventLogStorage(str(tmp_path)) for _ in range(2)]
+    else:
+        info = psycopg.conninfo.conninfo_to_dict(pg15.create_database("event_log"))
+        url = f"postgresql+psycopg2://{info.get('user', 'postgres')}@{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}/{info['dbname']}"
+        made = [PooledPostgresEventLogStorage(url), PostgresEventLogStorage(url)]
+    yield made
+    for storage in made:
+        storage.dispose()
+
+
+def run_event(run_id: str, event_type: DagsterEventType) -> EventLogEntry:
+    return EventLogEntry(error_info=None, level="DEBUG", user_message="", run_id=run_id, timestamp=time.time(),
+                         dagster_event=DagsterEvent(event_type.value, "refresh_staging"))
+
+
+def messages(storage, run_id: str) -> list[str]:
+    return [r.event_log_entry.user_message for r in storage.get_records_for_run(run_id).records]
+
+
+def test_events_written_in_the_background_read_back_at_once_and_in_order(storages):
+    """The writing process reads its own events at once; another sees them by the run's end."""
+    writer, other = storages
+    run_id = str(uuid.uuid4())
+    texts = [f"event {i}" for i in range(300)]
+    for text in texts:
+        writer.store_event(message(run_id, text))
+    assert messages(writer, run_id) == texts
+    more = [f"event {i}" for i in range(300, 600)]
+    for text in more:
+        writer.store_event(message(run_id, text))
+    writer.store_event(run_event(run_id, DagsterEventType.RUN_SUCCESS))
+    assert messages(other, run_id) == [*texts, *more, ""]
+
+
+def test_a_failed_write_in_the_background_is_raised_by_the_next_call(storages):
+    writer, _ = storages
+    run_id = str(uuid.uuid4())
+    writer.store_event(message(run_id, "kept"))
+    with writer.run_connection(run_id) as conn:  # the event log refuses every row from now on
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON event_logs BEGIN SELECT RAISE(ABORT, 'refused'); END")
+        else:
+            conn.exec_driver_sql("ALTER TABLE event_logs ADD CONSTRAINT refused CHECK (false) NOT VALID")
+    writer.store_event(message(run_id, "lost"))
+    with pytest.raises(Exception, match="refused"):
+        writer.store_event(message(run_id, "after"))
+        writer.wait_for_writes()
+    with writer.run_connection(run_id) as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse" if conn.dialect.name == "sqlite"
+                             else "ALTER TABLE event_logs DROP CONSTRAINT refused")
+    writer.store_event(message(run_id, "again"))
+    assert messages(writer, run_id)[0] == "kept" and messages(writer, run_id)[-1] == "again"
+
+
+def test_a_process_that_never_disposes_its_storage_stores_every_event_before_it_exits(tmp_path):
+    run_id = str(uuid.uuid4())
+    script = (
+        "import sys, time\n"
+        "from dagster._core.events.log import EventLogEntry\n"
+        "from muva_refresh.storage import KeptOpenSqliteEventLogStorage\n"
+        "storage = KeptOpenSqliteEventLogStorage(sys.argv[1])\n"
+        "for i in range(200):\n"
+        "    storage.store_event(EventLogEntry(error_info=None, level='INFO', user_message=str(i),"
+        " run_id=sys.argv[2], timestamp=time.time()))\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path), run_id], check=True)
+    reader = KeptOpenSqliteEventLogStorage(str(tmp_path))
+    try:
+        assert messages(reader, run_id) == [str(i) for i in range(200)]
+    finally:
+        reader.dispose()
