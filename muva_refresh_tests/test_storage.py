@@ -141,11 +141,17 @@ def test_the_asset_key_columns_are_probed_once_per_storage(tmp_path, monkeypatch
         storage.dispose()
 
 
+def storage_url(dsn: str) -> str:
+    """A libpq DSN of the machine's PostgreSQL as the SQLAlchemy URL dagster-postgres takes."""
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    return (f"postgresql+psycopg2://{info.get('user', 'postgres')}@{info.get('host', '127.0.0.1')}:"
+            f"{info.get('port', 5432)}/{info['dbname']}")
+
+
 def test_the_pooled_postgres_storage_sends_no_notify_and_dagsters_watcher_still_hears(pg15):
     """dagster-postgres's watchers poll; its NOTIFY after each event only served older releases."""
     dsn = pg15.create_database("event_log")
-    info = psycopg.conninfo.conninfo_to_dict(dsn)
-    url = f"postgresql+psycopg2://{info.get('user', 'postgres')}@{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}/{info['dbname']}"
+    url = storage_url(dsn)
     writer = PooledPostgresEventLogStorage(url)
     reader = PostgresEventLogStorage(url)
     listener = psycopg.connect(dsn, autocommit=True)
@@ -172,8 +178,7 @@ def storages(request, tmp_path, pg15):
     if request.param == "sqlite":
         made = [KeptOpenSqliteEventLogStorage(str(tmp_path)) for _ in range(2)]
     else:
-        info = psycopg.conninfo.conninfo_to_dict(pg15.create_database("event_log"))
-        url = f"postgresql+psycopg2://{info.get('user', 'postgres')}@{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}/{info['dbname']}"
+        url = storage_url(pg15.create_database("event_log"))
         made = [PooledPostgresEventLogStorage(url), PostgresEventLogStorage(url)]
     yield made
     for storage in made:
