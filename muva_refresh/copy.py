@@ -34,13 +34,22 @@ COPY_IN = sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT {format}{freeze})
 # Each server hashes its own rows: a 64-bit hash of each row, summed mod 2**64, so equal multisets
 # of rows hash equal in any order (duplicates count) and neither side sorts. A row's hash XORs
 # its columns' hashes, each seeded with the column's position (so two columns that swap values
-# differ) and a NULL standing as the position itself: no row text is built and quoted. Integers
-# hash their values; every other type its text output, in collation "C" so that a
-# case-insensitive collation does not make "A" equal "a". Both are exact: equal hashes mean equal
-# representations, not values equal under the type's own equality (1.0 is not 1.00).
+# differ) and a NULL standing as the position itself: no row text is built and quoted. Types
+# whose values have one representation each (integers, timestamps, uuids) hash their values;
+# every other type its text output, in collation "C" so that a case-insensitive collation does
+# not make "A" equal "a". Both are exact: equal hashes mean equal representations, not values
+# equal under the type's own equality (1.0 is not 1.00). The functions are PostgreSQL's own hash
+# support, alike from version 11 on, so two major versions hash alike.
 ROW_DIGEST = sql.SQL("SELECT count(*), sum({row_hash}) FROM ({rows}) AS s")
-INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
-INTEGER_HASH = sql.SQL("hashint8extended({}, {})")
+VALUE_HASHES = {
+    "smallint": sql.SQL("hashint8extended({}, {})"),
+    "integer": sql.SQL("hashint8extended({}, {})"),
+    "bigint": sql.SQL("hashint8extended({}, {})"),
+    "timestamp without time zone": sql.SQL("timestamp_hash_extended({}, {})"),
+    # The instant as UTC, whatever the session's time zone (PostgreSQL 15 has no timestamptz_hash_extended).
+    "timestamp with time zone": sql.SQL("timestamp_hash_extended({} AT TIME ZONE 'UTC', {})"),
+    "uuid": sql.SQL("uuid_hash_extended({}, {})"),
+}
 TEXT_HASH = sql.SQL('hashtextextended({}::text COLLATE "C", {})')
 DROP_INDEX = sql.SQL("DROP INDEX {index}")
 # The workers the server allows an index build, unless the table names its own number.
@@ -154,7 +163,7 @@ class Shape:
         for position, c in enumerate(table.copied_columns, start=1):
             value = (sql.SQL("s.{}::{}").format(sql.Identifier(c.name), sql.SQL(c.type))  # format_type's own text
                      if c.name in self.expressions else sql.SQL("s.{}").format(sql.Identifier(c.name)))
-            hashed = INTEGER_HASH if c.type in INTEGER_TYPES else TEXT_HASH
+            hashed = VALUE_HASHES.get(c.type, TEXT_HASH)
             hashes.append(sql.SQL("coalesce({}, {})").format(hashed.format(value, position), position))
         return sql.SQL(" # ").join(hashes) if hashes else sql.SQL("0")
 

@@ -231,8 +231,9 @@ def test_rls_passes_where_no_table_of_the_schema_uses_it_unless_it_is_expected(p
 
 EXACT = """
 CREATE COLLATION nocase (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
-CREATE TABLE pair (id int PRIMARY KEY, a int, b int, s text, n text COLLATE nocase, x numeric);
-INSERT INTO pair VALUES (1, 1, 2, '', 'Abc', 1.0), (2, 3, 4, NULL, 'x', 2);
+CREATE TABLE pair (id int PRIMARY KEY, a int, b int, s text, n text COLLATE nocase, x numeric, t timestamptz, u uuid);
+INSERT INTO pair VALUES (1, 1, 2, '', 'Abc', 1.0, '2025-03-30 01:30:00.5+00', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'),
+                        (2, 3, 4, NULL, 'x', 2, 'infinity', NULL);
 """
 
 
@@ -241,6 +242,9 @@ INSERT INTO pair VALUES (1, 1, 2, '', 'Abc', 1.0), (2, 3, 4, NULL, 'x', 2);
     "UPDATE pair SET s = NULL WHERE id = 1",  # an empty string becomes NULL
     "UPDATE pair SET n = 'abc' WHERE id = 1",  # equal under its case-insensitive collation
     "UPDATE pair SET x = 1.00 WHERE id = 1",  # equal as a number
+    "UPDATE pair SET t = t + interval '1 microsecond' WHERE id = 1",  # hashed by value, not text
+    "UPDATE pair SET t = '-infinity' WHERE id = 2",
+    "UPDATE pair SET u = 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12' WHERE id = 1",
 ])
 def test_the_row_digest_tells_apart_what_equality_alone_would_not(pg15, fault):
     """On the machine's PostgreSQL: the embedded build has no ICU for a nondeterministic collation."""
