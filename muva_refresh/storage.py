@@ -46,6 +46,7 @@ POSTGRES_POOL = {"pool_size": 2, "max_overflow": 8, "pool_recycle": 600}
 NOTIFY_EVENT = f"NOTIFY {CHANNEL_NAME},"
 WRITE_QUEUE_EVENTS = 512  # how far the writer may fall behind before Dagster waits for it
 WRITER_STARTING = threading.Lock()  # one writer thread per storage, whichever thread stores first
+PROBING = threading.local()  # set while a thread asks the schema, which no queued event changes
 
 
 def require_pinned_dagster(found: str = DAGSTER_VERSION) -> None:
@@ -61,19 +62,38 @@ def require_pinned_dagster(found: str = DAGSTER_VERSION) -> None:
 class CachedSchemaProbes:
     """Dagster asks whether a table exists before every check event, and whether a column of its
     asset-key table exists before every asset event. Migrations only ever add them, so a yes is
-    kept for the life of the storage."""
+    kept for the life of the storage. A probe reads the schema, not the events, so it does not
+    wait for the events this process has yet to write (WrittenInBackground)."""
 
     def has_table(self, table_name: str) -> bool:
         seen = self.__dict__.setdefault("_tables_seen", set())
-        if table_name not in seen and super().has_table(table_name):  # type: ignore[misc]
-            seen.add(table_name)
+        if table_name not in seen:
+            with schema_probe():
+                if super().has_table(table_name):  # type: ignore[misc]
+                    seen.add(table_name)
         return table_name in seen
+
+    def has_asset_key_col(self, column_name: str) -> bool:
+        if column_name in self.__dict__.get("_asset_key_columns_seen", ()):
+            return True  # without opening a connection to ask again
+        with schema_probe():
+            return super().has_asset_key_col(column_name)  # type: ignore[misc]
 
     def _has_asset_key_col_on_connection(self, conn: Any, column_name: str) -> bool:
         seen = self.__dict__.setdefault("_asset_key_columns_seen", set())
         if column_name not in seen and super()._has_asset_key_col_on_connection(conn, column_name):  # type: ignore[misc]
             seen.add(column_name)
         return column_name in seen
+
+
+@contextmanager
+def schema_probe() -> Iterator[None]:
+    outer = getattr(PROBING, "schema", False)
+    PROBING.schema = True
+    try:
+        yield
+    finally:
+        PROBING.schema = outer
 
 
 class WrittenInBackground:
@@ -102,6 +122,8 @@ class WrittenInBackground:
 
     def wait_for_writes(self) -> None:
         writer = self.__dict__.get("_event_writer")
+        if getattr(PROBING, "schema", False):
+            return
         if writer is not None and threading.current_thread() is not writer.thread:
             writer.queue.join()
             writer.raise_failure()

@@ -246,3 +246,31 @@ def test_a_process_that_never_disposes_its_storage_stores_every_event_before_it_
         assert messages(reader, run_id) == [str(i) for i in range(200)]
     finally:
         reader.dispose()
+
+
+def test_a_schema_probe_answers_while_the_writer_waits_and_a_read_waits_for_it(pg15):
+    """A run's first step asks whether the concurrency tables exist: the schema, which no queued
+    event changes, so the probe does not wait for the planned events still being written."""
+    dsn = pg15.create_database("event_log")
+    storage = PooledPostgresEventLogStorage(storage_url(dsn))
+    run_id = str(uuid.uuid4())
+    answers: dict[str, object] = {}
+    try:
+        storage.store_event(message(run_id, "before"))
+        storage.wait_for_writes()
+        with psycopg.connect(dsn) as blocker:
+            blocker.execute("LOCK TABLE event_logs IN ACCESS EXCLUSIVE MODE")  # the writer's next INSERT waits
+            storage.store_event(message(run_id, "queued"))
+            probe = threading.Thread(target=lambda: answers.update(
+                slots=storage.has_table("concurrency_slots"), key_col=storage.has_asset_key_col("last_materialization")))
+            read = threading.Thread(target=lambda: answers.update(read=messages(storage, run_id)))
+            probe.start()
+            read.start()
+            probe.join(10)
+            assert answers.get("slots") is True and "key_col" in answers, "the probe waited for the writer"
+            read.join(1)
+            assert "read" not in answers, "the read did not wait for the writer"
+        read.join(10)
+        assert answers["read"] == ["before", "queued"]
+    finally:
+        storage.dispose()
