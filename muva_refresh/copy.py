@@ -41,10 +41,11 @@ COPY_IN = sql.SQL("COPY {table} ({columns}) FROM STDIN (FORMAT {format}{freeze})
 # equal under the type's own equality (1.0 is not 1.00). The functions are PostgreSQL's own hash
 # support, alike from version 11 on, so two major versions hash alike.
 ROW_DIGEST = sql.SQL("SELECT count(*), sum({row_hash}) FROM ({rows}) AS s")
+INTEGER_HASH = sql.SQL("hashint8extended({}, {})")
 VALUE_HASHES = {
-    "smallint": sql.SQL("hashint8extended({}, {})"),
-    "integer": sql.SQL("hashint8extended({}, {})"),
-    "bigint": sql.SQL("hashint8extended({}, {})"),
+    "smallint": INTEGER_HASH,
+    "integer": INTEGER_HASH,
+    "bigint": INTEGER_HASH,
     "timestamp without time zone": sql.SQL("timestamp_hash_extended({}, {})"),
     # The instant as UTC, whatever the session's time zone (PostgreSQL 15 has no timestamptz_hash_extended).
     "timestamp with time zone": sql.SQL("timestamp_hash_extended({} AT TIME ZONE 'UTC', {})"),

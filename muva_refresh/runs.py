@@ -100,8 +100,9 @@ class Runner:
         policy, refused here if it is bad. One a run would not evaluate still costs Dagster's
         events, then shows as skipped."""
         shaping = shaping_for(policy or self.settings.policy, self.catalog, self.settings.mask_salt)
-        return {dg.AssetCheckKey(self.keys.key_of[r], c.name) for r in selected or self.catalog.refs
-                if r in self.catalog.by_ref for c in checks_that_run(CheckSettings(shaping=shaping))}
+        names = [c.name for c in checks_that_run(CheckSettings(shaping=shaping))]
+        return {dg.AssetCheckKey(self.keys.key_of[r], name) for r in selected or self.catalog.refs
+                if r in self.catalog.by_ref for name in names}
 
     def execute(self, job: dg.JobDefinition, config: Mapping[str, Any]) -> JobOutcome:
         started = time.perf_counter()

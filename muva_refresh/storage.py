@@ -121,9 +121,9 @@ class WrittenInBackground:
         super().store_event(event)  # type: ignore[misc]
 
     def wait_for_writes(self) -> None:
-        writer = self.__dict__.get("_event_writer")
         if getattr(PROBING, "schema", False):
             return
+        writer = self.__dict__.get("_event_writer")
         if writer is not None and threading.current_thread() is not writer.thread:
             writer.queue.join()
             writer.raise_failure()

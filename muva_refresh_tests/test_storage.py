@@ -72,7 +72,7 @@ def test_a_watcher_hears_events_another_instance_stores(tmp_path):
         writer.store_event(message(run_id, "second"))
         assert arrived.wait(10), "the watcher never heard the second event"
         assert "second" in heard
-        assert [r.event_log_entry.user_message for r in reader.get_records_for_run(run_id).records] == ["first", "second"]
+        assert messages(reader, run_id) == ["first", "second"]
     finally:
         reader.end_watch(run_id, on_event)
         reader.dispose()
