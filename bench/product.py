@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -23,10 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from muva_refresh.catalog import Catalog  # noqa: E402
-from muva_refresh.checks import CheckSettings, Verifier  # noqa: E402
+from muva_refresh.checks import IN_LOAD, CheckOutcome  # noqa: E402
 from muva_refresh.endpoint import Endpoint  # noqa: E402
-from muva_refresh.policy import Shaping, shaping_for  # noqa: E402
-from muva_refresh.refresh import RefreshOptions, refresh  # noqa: E402
+from muva_refresh.refresh import Committed, RefreshOptions, RefreshReport, refresh_events  # noqa: E402
+from muva_refresh.shaping import Shaping, shaping_for  # noqa: E402
 from muva_refresh.settings import SOURCE_DSN_VAR, STATE_PATH_VAR, TARGET_DSN_VAR  # noqa: E402
 
 
@@ -37,33 +37,34 @@ class Context:
     state: Path
     workers: int
 
-    def options(self, shaping: Shaping | None = None) -> RefreshOptions:
-        return RefreshOptions(workers=self.workers, shaping=shaping)
+    def refresh(self, shaping: Shaping | None = None, check_phases: tuple[str, ...] | None = None) -> RefreshReport:
+        """The engine's refresh; raises when a check fails (a WARN aside)."""
+        options = RefreshOptions(workers=self.workers, shaping=shaping)
+        if check_phases is not None:
+            options = replace(options, check_phases=check_phases)
+        report, failed = None, []
+        for event in refresh_events(self.source, self.target, options):
+            if isinstance(event, Committed):
+                report = event.report
+            elif isinstance(event, CheckOutcome) and event.fails_run:
+                failed.append(event.summary)
+        if failed:
+            raise RuntimeError("; ".join(failed))
+        return report
 
 
 def copy_only(ctx: Context) -> int:
-    report = refresh(ctx.source, ctx.target, ctx.options())
-    report.raise_for_failures()
-    return report.rows
+    return ctx.refresh(check_phases=()).rows
 
 
 def blocking_checks(ctx: Context) -> int:
     """The copy with the checks that gate the commit (row counts, orphans, masking); nothing after."""
-    report = refresh(ctx.source, ctx.target, ctx.options(), gate=Verifier().gate)
-    report.raise_for_failures()
-    return report.rows
+    return ctx.refresh(check_phases=(IN_LOAD,)).rows
 
 
 def all_checks(ctx: Context, shaping: Shaping | None = None) -> int:
     """The copy, the blocking checks inside the load, the others after COMMIT."""
-    verifier = Verifier(CheckSettings(shaping=shaping))
-    report = refresh(ctx.source, ctx.target, ctx.options(shaping), gate=verifier.gate)
-    report.raise_for_failures()
-    verifier.after_commit(ctx.target, report.copies())
-    failed = [o.summary for o in verifier.outcomes if not o.passed and o.severity != "WARN"]
-    if failed:
-        raise RuntimeError("; ".join(failed))
-    return report.rows
+    return ctx.refresh(shaping).rows
 
 
 def masked(ctx: Context) -> int:

@@ -19,7 +19,8 @@ import psycopg
 from psycopg import sql
 
 from muva_refresh import demo
-from muva_refresh.catalog import TableFilter, TableRef, read_catalog
+from muva_refresh.catalog import TableRef, read_catalog
+from muva_refresh.settings import TableFilter
 from muva_refresh.graph import make_plan
 
 WIDE_SOURCE_DB = "bench_wide_prod"

@@ -6,7 +6,6 @@ only through pg_catalog. Every query is read-only and takes the schema list as a
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -18,9 +17,8 @@ import psycopg
 from psycopg import sql
 
 from .errors import ConfigError, SelectionError
+from .settings import DEFAULT_SCHEMA, TableFilter
 
-DEFAULT_SCHEMA = "public"
-DEFAULT_SCHEMAS = (DEFAULT_SCHEMA,)
 
 
 @dataclass(frozen=True, order=True)
@@ -127,7 +125,7 @@ class Index:
 
 
 @dataclass(frozen=True)
-class Policy:
+class RlsPolicy:
     name: str
     command: str  # ALL, SELECT, INSERT, UPDATE, DELETE
     permissive: bool
@@ -175,7 +173,7 @@ class Table:
     partitioned: bool = False
     rls_enabled: bool = False
     rls_forced: bool = False
-    policies: tuple[Policy, ...] = ()
+    policies: tuple[RlsPolicy, ...] = ()
     indexes: tuple[Index, ...] = ()
     triggers: tuple[Trigger, ...] = ()
     sequences: tuple[ColumnSequence, ...] = ()
@@ -193,27 +191,6 @@ class Table:
 
     def column(self, name: str) -> Column | None:
         return next((c for c in self.columns if c.name == name), None)
-
-
-@dataclass(frozen=True)
-class TableFilter:
-    """Which tables take part: the schemas, then `schema.table` glob patterns to include or exclude."""
-
-    schemas: tuple[str, ...] = DEFAULT_SCHEMAS
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-
-    def admits(self, ref: TableRef) -> bool:
-        name = str(ref)
-        if self.include and not any(fnmatch.fnmatchcase(name, p) for p in self.include):
-            return False
-        return not any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
-
-    def __str__(self) -> str:
-        parts = [f"schemas {', '.join(self.schemas)}"]
-        parts += [f"include {', '.join(self.include)}"] if self.include else []
-        parts += [f"exclude {', '.join(self.exclude)}"] if self.exclude else []
-        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -364,7 +341,7 @@ def _table_from_dict(d: Mapping[str, Any]) -> Table:
         partitioned=d["partitioned"],
         rls_enabled=d["rls_enabled"],
         rls_forced=d["rls_forced"],
-        policies=tuple(Policy(**{**p, "roles": tuple(p["roles"])}) for p in d["policies"]),
+        policies=tuple(RlsPolicy(**{**p, "roles": tuple(p["roles"])}) for p in d["policies"]),
         indexes=tuple(Index(**{**i, "key_columns": tuple(i["key_columns"])}) for i in d["indexes"]),
         triggers=tuple(Trigger(**t) for t in d["triggers"]),
         sequences=tuple(ColumnSequence(_ref(s["sequence"]), s["column"], s["identity"], s["owned"]) for s in d["sequences"]),
@@ -543,7 +520,7 @@ def read_catalog(conn: psycopg.Connection, table_filter: TableFilter | None = No
             partitioned=partitioned,
             rls_enabled=rls,
             rls_forced=forced,
-            policies=tuple(Policy(n, cmd, perm, tuple(roles), using, check)
+            policies=tuple(RlsPolicy(n, cmd, perm, tuple(roles), using, check)
                            for n, cmd, perm, roles, using, check in policies[oid]),
             indexes=tuple(Index(n, d, u, p, am, con, tuple(keys)) for n, d, u, p, am, con, keys in indexes[oid]),
             triggers=tuple(Trigger(n, e, d) for n, e, d in triggers[oid]),

@@ -19,12 +19,15 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 import psycopg
 from psycopg import sql
 
-from .catalog import Catalog, ForeignKey, Index, Table, TableFilter, TableRef, read_catalog
-from .copy import WHOLE, Shape, TableCopy, ThreadConnections, count_rows, row_digest
-from .endpoint import Endpoint
+from .catalog import Catalog, ForeignKey, Index, Table, TableRef, read_catalog
+from .settings import TableFilter
+from .digest import count_rows, row_digest
+from .endpoint import Endpoint, ThreadConnections
 from .errors import BlockingCheckError
-from .masking import PERSONAL_NAME, TEXT_TYPE
-from .policy import Shaping
+from .load import TableCopy
+from .masking import TEXT_TYPE
+from .shape import WHOLE, Shape
+from .shaping import Shaping
 
 ERROR, WARN = "ERROR", "WARN"
 IN_LOAD, AFTER_COMMIT = "in_load", "after_commit"
@@ -51,6 +54,21 @@ MASK_PROBE = sql.SQL(
     "FROM {table} AS t WHERE {column} IS NOT NULL ORDER BY 1"
 )
 SAMPLE_VALUES = sql.SQL("SELECT {column}::text FROM {table} WHERE {column} IS NOT NULL LIMIT 50")
+# Column names that look personal, for warnings about columns without a rule (use .search).
+# Plain words match anywhere (guest_email, mobileNumber, date_of_birth, home_address). A name
+# ending in _id, _type, _status, _at ... describes or points at a value (phone_number_id,
+# document_type, email_verified_at), so it is not one. "name" matches only as a person's name
+# (first_name, lastName, guest_name, username): a bare `name` or a `display_name` names a hotel,
+# a room type or a business account far more often than a person, and would drown the warning.
+PERSONAL_NAME = re.compile(
+    r"""^(?!.*_(?:id|ids|type|kind|status|count|at)$)
+    .*?(?: e_?mail | phone | mobile | passport | password | passwd | secret | token | credential
+         | address | birth | document
+         | (?:^|_)(?:ip|ssn|dni|iban)(?:_|$)
+         | (?:^|_)(?:first|last|middle|given|family|full|sur|maiden|nick|user|legal|guest|contact|person
+                  |customer|client|holder|owner|passenger|patient|employee|member|staff)_?name$ )""",
+    re.IGNORECASE | re.VERBOSE,
+)
 # E-mail addresses, and phone numbers written as people write them (a plain run of digits is as
 # likely an id or a tax number).
 PERSONAL_VALUE = re.compile(
@@ -83,7 +101,7 @@ class SourceFacts(Protocol):
 
     def rows(self, table: Table) -> int: ...
 
-    def digest(self, table: Table) -> str: ...  # the row digest (copy.ROW_DIGEST) of what a refresh sends
+    def digest(self, table: Table) -> str: ...  # the row digest (digest.ROW_DIGEST) of what a refresh sends
 
 
 @dataclass(frozen=True)
@@ -479,15 +497,15 @@ def snapshot_subject(conn: psycopg.Connection, copy: TableCopy, settings: CheckS
 
 
 class Verifier:
-    """Collects outcomes; its `gate` is what the load calls inside its transaction."""
+    """Runs the checks of a refresh: its `gate` inside the load transaction, the others after COMMIT."""
 
     def __init__(self, settings: CheckSettings = CheckSettings()) -> None:
         self.settings = settings
-        self.outcomes: list[CheckOutcome] = []
 
-    def gate(self, src: psycopg.Connection, dst: psycopg.Connection, copy: TableCopy) -> None:
+    def gate(self, src: psycopg.Connection, dst: psycopg.Connection, copy: TableCopy) -> Iterator[CheckOutcome]:
+        """The blocking checks' outcomes; then, if one failed, BlockingCheckError, which rolls the load back."""
         found = run_checks(checks_in(IN_LOAD, self.settings), snapshot_subject(dst, copy, self.settings, src))
-        self.outcomes += found
+        yield from found
         failed = [o for o in found if o.fails_run]
         if failed:
             raise BlockingCheckError(
@@ -520,9 +538,7 @@ class Verifier:
 
             def finished() -> Iterator[list[CheckOutcome]]:
                 for future in pending:
-                    found = future.result()
-                    self.outcomes += found
-                    yield found
+                    yield future.result()
 
             try:
                 yield finished()

@@ -16,12 +16,15 @@ from typing import IO, TYPE_CHECKING, Any, Sequence
 
 from .catalog import Catalog, TableRef, read_catalog, resolve_tables
 from .checks import CHECK_BY_NAME, CheckOutcome
-from .copy import CopyStats, Progress, ViewStats
 from .endpoint import Endpoint
 from .errors import EXIT_OK, RefreshError, SelectionError
 from .graph import Plan, make_plan
-from .policy import Shaping, shaping_for
+from .load import TableCopied, TableStreaming
+from .refresh import Event, Progress
 from .settings import DAGSTER_HOME_VAR, Settings, load_env_file
+from .shaping import Shaping, shaping_for
+from .stream import CopyStats
+from .views import ViewStats
 
 if TYPE_CHECKING:  # runs imports Dagster, which only the commands that run jobs load
     from .runs import HistoryEntry, JobOutcome, Runner
@@ -177,11 +180,11 @@ class PrintedProgress(Progress):
     def __init__(self, out: Printer):
         self.out = out
 
-    def copied(self, ref: TableRef, stats: CopyStats) -> None:
-        self.out.table_done(ref, stats)
-
-    def streaming(self, ref: TableRef, size: int, rows: int | None, estimated_rows: int) -> None:
-        self.out.table_streaming(ref, size, rows, estimated_rows)
+    def heard(self, event: Event) -> None:
+        if isinstance(event, TableCopied):
+            self.out.table_done(event.ref, event.stats)
+        elif isinstance(event, TableStreaming):
+            self.out.table_streaming(event.ref, event.bytes, event.rows, event.estimated_rows)
 
 
 def mark(outcome: CheckOutcome | None) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 
-from .assets import TableTranslator, build_table_assets
+from .assets import build_table_assets
 from .catalog import Catalog
-from .copy import Progress
-from .resources import default_resources
+from .refresh import Progress
+from .resources import PreparedRuns, default_resources
 from .sensors import build_deploy_sensor
 from .settings import Settings
+from .translator import TableTranslator
 
 REFRESH_JOB = "refresh_staging"
 VALIDATE_JOB = "validate_staging"
@@ -20,8 +21,10 @@ def build_definitions(
     settings: Settings | None = None,
     translator: TableTranslator | None = None,
     progress: Progress | None = None,
+    prepared: PreparedRuns | None = None,
 ) -> dg.Definitions:
-    """`progress` hears of each table as it is copied, in-process, besides the run's own log."""
+    """`progress` hears each event of a run in this process, besides the run's own log; `prepared`
+    carries options the caller resolved for its next run."""
     settings = settings or Settings.load()
     table_assets = build_table_assets(catalog, translator or TableTranslator(), settings.rls_expected, settings.policy)
     refresh_staging = dg.define_asset_job(
@@ -38,7 +41,7 @@ def build_definitions(
         assets=[table_assets],
         jobs=[refresh_staging, validate_staging],
         sensors=[build_deploy_sensor(catalog, REFRESH_JOB, settings.deploy_marker_sql)],
-        resources=default_resources(progress),
+        resources=default_resources(progress, prepared),
         # One step per run already; in-process spares the ~2 s process start-up per step.
         executor=dg.in_process_executor,
     )

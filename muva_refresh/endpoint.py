@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import psycopg
 from psycopg import sql
@@ -87,3 +89,28 @@ def describe(exc: BaseException, *endpoints: Endpoint) -> str:
     for endpoint in endpoints:
         text = endpoint.scrub(text)
     return text.strip()
+
+
+class ThreadConnections:
+    """The connections each worker thread opens on first use (`open` returns them as a tuple),
+    all closed on exit."""
+
+    def __init__(self, open: Callable[[], tuple[psycopg.Connection, ...]]):
+        self.open = open
+        self.local = threading.local()
+        self.opened: list[psycopg.Connection] = []
+        self.lock = threading.Lock()
+
+    def mine(self) -> tuple[psycopg.Connection, ...]:
+        if not hasattr(self.local, "conns"):
+            self.local.conns = self.open()
+            with self.lock:
+                self.opened.extend(self.local.conns)
+        return self.local.conns
+
+    def __enter__(self) -> "ThreadConnections":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for conn in self.opened:
+            conn.close()

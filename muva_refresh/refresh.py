@@ -1,31 +1,37 @@
-"""The refresh, as one ordered use case: guards -> snapshot -> load -> gate -> commit.
+"""The refresh, as one ordered use case: guards -> snapshot -> load -> gate -> commit -> checks,
+yielding plain events as it goes.
 
 The order of the calls is the safety argument: every guard runs before the first write, the
 source is only ever read, and the default load is one target transaction, so a failure
-leaves staging exactly as it was.
+leaves staging exactly as it was. The caller (the Dagster edge, a test, the benchmark) only
+listens: `refresh_events` yields a `SnapshotTaken`, each table's `TableStreaming` and
+`TableCopied`, the blocking checks' `CheckOutcome`s, `Committed`, then the other checks'
+outcomes as they finish.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Iterable, Iterator, Mapping
+from typing import Collection, Iterable, Iterator, Mapping
 
 import psycopg
 
-from .catalog import Catalog, TableFilter, TableRef, read_catalog
-from .copy import (
-    CopyStats, GateFn, Hooks, Load, ProgressFn, SnapshotDigests, StreamFn, TableCopy, ViewStats, exported_snapshot,
-    table_copy,
-)
+from .catalog import Catalog, TableRef, read_catalog
+from .settings import TableFilter
+from .checks import AFTER_COMMIT, IN_LOAD, CheckOutcome, CheckSettings, Verifier, validate_live
+from .digest import SnapshotDigests
 from .endpoint import Endpoint
 from .errors import ConfigError, CopyError
-from .copy import refresh_views
 from .graph import Plan, make_plan, views_in_order
 from .guards import (
     guard_distinct, guard_masked_checks, guard_rls_bypass, guard_schema, guard_single_refresh, guard_unchanged,
 )
-from .policy import Shaping
+from .load import Load, TableCopied, TableCopy, TableStreaming, table_copy
+from .shaping import Shaping, shaping_for
+from .snapshot import exported_snapshot
+from .stream import CopyStats
+from .views import ViewStats, refresh_views
 
 
 @dataclass(frozen=True)
@@ -41,12 +47,31 @@ class RefreshOptions:
     # pairs, a transaction per table (or FK cycle); a failure leaves no table without its parents.
     workers: int = 1
     shaping: Shaping | None = None  # masking and subset, evaluated by the source in the snapshot
+    rls_expected: tuple[str, ...] = ()  # schema.table patterns whose RLS must be on
+    # Which checks run: the blocking ones in the load, the others after COMMIT. The product
+    # always gates the load; leaving IN_LOAD out measures the copy alone.
+    check_phases: tuple[str, ...] = (IN_LOAD, AFTER_COMMIT)
+    plan: Plan | None = None  # `selected`, planned on `state` by `resolve`
+
+    @classmethod
+    def resolve(cls, state: Catalog, selected: Iterable[TableRef] | None, policy: str | None, salt: str | None,
+                workers: int = 1, rls_expected: tuple[str, ...] = ()) -> RefreshOptions:
+        """A run's selection planned and its policy read, once: a bad one is refused here, before
+        anything runs. An empty selection refreshes no table (a run of views or checks alone)."""
+        chosen = None if selected is None else tuple(sorted(set(selected)))
+        plan = make_plan(state, chosen) if chosen is None or chosen else None
+        return cls(selected=plan.selected if plan else (), state=state, workers=workers,
+                   shaping=shaping_for(policy, state, salt), rls_expected=rls_expected, plan=plan)
 
     @property
     def effective_filter(self) -> TableFilter:
         if self.table_filter is not None:
             return self.table_filter
         return self.state.table_filter if self.state is not None else TableFilter()
+
+    @property
+    def check_settings(self) -> CheckSettings:
+        return CheckSettings(self.rls_expected, self.shaping)
 
 
 @dataclass(frozen=True)
@@ -90,52 +115,107 @@ class RefreshReport:
             )
 
 
-def refresh(
-    source: Endpoint,
-    target: Endpoint,
-    options: RefreshOptions = RefreshOptions(),
-    *,
-    on_table: ProgressFn | None = None,
-    on_stream: StreamFn | None = None,
-    gate: GateFn | None = None,
-) -> RefreshReport:
-    """Copy the selected tables from one snapshot of the source into the target.
+@dataclass(frozen=True)
+class SnapshotTaken:
+    snapshot_id: str
 
-    `on_table` hears of each copied table and `on_stream` of a large one still copying; `gate`
-    runs inside the load and rolls it back by raising. Failures of the parallel mode come back
-    in `report.failed`; call `raise_for_failures()`.
+
+@dataclass(frozen=True)
+class Committed:
+    """The load is visible on the target; the checks after COMMIT are running."""
+
+    report: RefreshReport
+
+
+@dataclass(frozen=True)
+class ViewsRefreshed:
+    """Materialized views refreshed on their own, from what the target holds."""
+
+    views: Mapping[TableRef, ViewStats]
+
+
+Event = SnapshotTaken | TableStreaming | TableCopied | CheckOutcome | Committed | ViewsRefreshed
+
+
+class Progress:
+    """Hears each event of a run in the process that runs it, besides Dagster's log; the default
+    says nothing."""
+
+    def heard(self, event: Event) -> None:
+        pass
+
+
+def refresh_events(source: Endpoint, target: Endpoint, options: RefreshOptions = RefreshOptions()) -> Iterator[Event]:
+    """Copy the selected tables from one snapshot of the source into the target, checking them.
+
+    A blocking check that fails raises BlockingCheckError after its outcomes, and the load rolls
+    back; tables the parallel load could not copy raise CopyError after the checks of the others.
     """
     if options.workers < 1:
         raise ConfigError(f"workers must be at least 1, got {options.workers}")
     started = time.perf_counter()
     if options.shaping is not None:
         source = replace(source, session=options.shaping.session())
+    verifier = Verifier(options.check_settings)
     with exported_snapshot(source) as (src, snapshot_id):
+        yield SnapshotTaken(snapshot_id)
         dst = target.connect(read_only=False)
         try:
             plan, target_catalog = guarded_plan(source, target, src, dst, options)
             shapes = options.shaping.shapes(plan.catalog) if options.shaping else {}
             digests = SnapshotDigests(source, snapshot_id, shapes)
             try:
-                load = Load(plan, target_catalog, source, target, snapshot_id, Hooks(on_table, on_stream, gate), shapes)
-                loaded = load.atomically(src, dst) if options.workers == 1 else load.in_parallel(src, dst, options.workers)
+                load = Load(plan, target_catalog, source, target, snapshot_id, shapes,
+                            verifier.gate if IN_LOAD in options.check_phases else None)
+                loaded = yield from (load.atomically(src, dst) if options.workers == 1
+                                     else load.in_parallel(src, dst, options.workers))
             except BaseException:
                 digests.abandon()
                 raise
-            digests.start(plan.catalog.table(ref) for ref in loaded.tables)  # after COMMIT, beside the checks
+            if AFTER_COMMIT in options.check_phases:
+                digests.start(plan.catalog.table(ref) for ref in loaded.tables)  # after COMMIT, beside the checks
+            else:
+                digests.abandon()
         finally:
             dst.close()
-    return RefreshReport(
-        snapshot_id=snapshot_id,
-        tables=loaded.tables,
-        failed=loaded.failed,
-        views=loaded.views,
-        seconds=time.perf_counter() - started,
-        source_catalog=plan.catalog,
-        target_catalog=target_catalog,
-        atomic=options.workers == 1,
-        digests=digests,
-    )
+    report = RefreshReport(snapshot_id, loaded.tables, loaded.failed, loaded.views, time.perf_counter() - started,
+                           plan.catalog, target_catalog, options.workers == 1, digests)
+    yield from committed(report, verifier, target, AFTER_COMMIT in options.check_phases)
+    report.raise_for_failures()
+
+
+def committed(report: RefreshReport, verifier: Verifier, target: Endpoint, check: bool) -> Iterator[Event]:
+    """`Committed`, with the checks after COMMIT already running, so the listener's own work
+    (Dagster storing the materializations) overlaps them; then their outcomes as they finish."""
+    if not check:
+        yield Committed(report)
+        return
+    with verifier.checking_after_commit(target, report.copies()) as finished:
+        yield Committed(report)
+        for found in finished:
+            yield from found
+
+
+def refresh(source: Endpoint, target: Endpoint, options: RefreshOptions = RefreshOptions()) -> RefreshReport:
+    """The whole refresh, for a caller that wants only its report."""
+    report = None
+    for event in refresh_events(source, target, options):
+        if isinstance(event, Committed):
+            report = event.report
+    return report
+
+
+def selection_events(source: Endpoint, target: Endpoint, options: RefreshOptions, views: Collection[TableRef] = (),
+                     checked_live: Mapping[TableRef, Collection[str]] | None = None) -> Iterator[Event]:
+    """One run of a selection: its tables refreshed (and every view that reads them), or else its
+    `views` alone from what the target holds; then `checked_live`, the checks of tables the
+    run did not refresh, on the current target against the current source."""
+    if options.selected or options.selected is None:
+        yield from refresh_events(source, target, options)
+    elif views:
+        yield ViewsRefreshed(refresh_views_only(source, target, options.state, views))
+    if checked_live:
+        yield from validate_live(source, target, checked_live, options.effective_filter, options.check_settings)
 
 
 def refresh_views_only(
@@ -163,7 +243,10 @@ def guarded_plan(
     source_catalog = read_catalog(src, options.effective_filter)
     if options.state is not None:
         guard_unchanged(options.state, source_catalog)
-    plan = make_plan(source_catalog, options.selected)
+    if options.plan is not None:  # planned on the saved state, which the live catalog still matches
+        plan = replace(options.plan, catalog=source_catalog)
+    else:
+        plan = make_plan(source_catalog, options.selected)
     target_catalog = read_catalog(dst, TableFilter(source_catalog.schemas))
     guard_schema(plan, target_catalog)
     guard_rls_bypass(plan, {source: src, target: dst})

@@ -1,11 +1,13 @@
-"""Dagster resources: the two databases, reached by DSNs that come from EnvVar."""
+"""Dagster resources: the two databases, reached by DSNs that come from EnvVar, and what a caller
+in the same process hands a run (a listener, options it already resolved)."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from .copy import Progress
+from .catalog import TableRef
 from .endpoint import Endpoint
+from .refresh import Progress, RefreshOptions
 from .settings import SOURCE_DSN_VAR, TARGET_DSN_VAR
 
 
@@ -19,10 +21,32 @@ class PostgresDatabase(dg.ConfigurableResource):
         return Endpoint(self.role, self.dsn)
 
 
-def default_resources(progress: Progress | None = None) -> dict[str, object]:
+class PreparedRuns:
+    """Options a caller in this process resolved for its next run (the CLI resolves them to refuse
+    a bad selection or policy before Dagster starts), so the run does not resolve them again. A
+    run launched elsewhere finds none and resolves its own."""
+
+    def __init__(self) -> None:
+        self.next: tuple[RefreshOptions, str, int] | None = None
+
+    def hand_over(self, options: RefreshOptions, policy: str, workers: int) -> None:
+        self.next = (options, policy, workers)
+
+    def claim(self, tables: tuple[TableRef, ...], policy: str, workers: int) -> RefreshOptions | None:
+        """The handed-over options, once, if they are for exactly this run's tables and config."""
+        handed, self.next = self.next, None
+        if handed is None:
+            return None
+        options, handed_policy, handed_workers = handed
+        same = options.selected == tables and handed_policy == policy and handed_workers == workers
+        return options if same else None
+
+
+def default_resources(progress: Progress | None = None, prepared: PreparedRuns | None = None) -> dict[str, object]:
     return {
         "source": PostgresDatabase(dsn=dg.EnvVar(SOURCE_DSN_VAR), role="source"),
         "target": PostgresDatabase(dsn=dg.EnvVar(TARGET_DSN_VAR), role="target"),
         # The run log has a line per table; the CLI adds its own printer.
         "progress": progress or Progress(),
+        "prepared": prepared or PreparedRuns(),
     }

@@ -10,15 +10,17 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import dagster as dg
 
-from .assets import TABLE_ASSETS_NAME, TableKeys, TableTranslator
+from .assets import TABLE_ASSETS_NAME
 from .catalog import Catalog, TableRef
-from .checks import CheckOutcome, CheckSettings, checks_that_run
-from .copy import CopyStats, Progress, ViewStats
+from .checks import CheckOutcome, checks_that_run
 from .definitions import REFRESH_JOB, VALIDATE_JOB, build_definitions
 from .errors import EXIT_FAILED, EXIT_OK, exit_code_for
-from .graph import make_plan
-from .policy import shaping_for
+from .refresh import Progress, RefreshOptions
+from .resources import PreparedRuns
 from .settings import Settings
+from .stream import CopyStats
+from .translator import TableKeys, TableTranslator
+from .views import ViewStats
 
 # The CLI says what matters itself; the run's full log, traces included, stays in the UI.
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -75,32 +77,40 @@ class Runner:
 
     def __init__(self, catalog: Catalog, settings: Settings | None = None, translator: TableTranslator | None = None,
                  progress: Progress | None = None):
-        """`progress` hears of each table as a refresh copies it, besides the run's own log."""
+        """`progress` hears each event of a refresh, besides the run's own log."""
         self.catalog = catalog
         self.settings = settings or Settings.load()
         self.translator = translator or TableTranslator()
         self.keys = self.translator.keys(catalog)
-        self.defs = build_definitions(catalog, self.settings, self.translator, progress)
+        self.prepared = PreparedRuns()
+        self.defs = build_definitions(catalog, self.settings, self.translator, progress, self.prepared)
+
+    def resolve(self, selected: Sequence[TableRef] | None, policy: str, workers: int = 1) -> RefreshOptions:
+        """The run's selection and policy, resolved once: a bad one is refused before Dagster starts,
+        and the run is handed what was resolved."""
+        options = RefreshOptions.resolve(self.catalog, selected, policy or self.settings.policy,
+                                         self.settings.mask_salt, workers, self.settings.rls_expected)
+        self.prepared.hand_over(options, policy, workers)
+        return options
 
     def refresh(self, selected: Sequence[TableRef] | None, workers: int, policy: str = "") -> JobOutcome:
-        make_plan(self.catalog, selected)  # refuse a bad selection or policy before Dagster starts
-        checks = self.checks_that_run(selected, policy)
+        options = self.resolve(selected, policy, workers)
         config = {"ops": {TABLE_ASSETS_NAME: {"config": {"workers": workers, "policy": policy}}}}
         keys = {self.keys.key_of[r] for r in selected} if selected else set(self.keys.key_of.values())
-        job = self.defs.resolve_job_def(REFRESH_JOB).get_subset(asset_selection=keys, asset_check_selection=checks)
+        job = self.defs.resolve_job_def(REFRESH_JOB).get_subset(
+            asset_selection=keys, asset_check_selection=self.check_keys(selected, options))
         return self.execute(job, config)
 
     def validate(self, selected: Sequence[TableRef] | None, policy: str = "") -> JobOutcome:
+        options = self.resolve((), policy)
         job = self.defs.resolve_job_def(VALIDATE_JOB).get_subset(
-            asset_check_selection=self.checks_that_run(selected, policy))
+            asset_check_selection=self.check_keys(selected, options))
         return self.execute(job, {"ops": {TABLE_ASSETS_NAME: {"config": {"policy": policy}}}})
 
-    def checks_that_run(self, selected: Sequence[TableRef] | None, policy: str) -> set[dg.AssetCheckKey]:
+    def check_keys(self, selected: Sequence[TableRef] | None, options: RefreshOptions) -> set[dg.AssetCheckKey]:
         """The checks of the selected tables (materialized views have none) that run under the
-        policy, refused here if it is bad. One a run would not evaluate still costs Dagster's
-        events, then shows as skipped."""
-        shaping = shaping_for(policy or self.settings.policy, self.catalog, self.settings.mask_salt)
-        names = [c.name for c in checks_that_run(CheckSettings(shaping=shaping))]
+        run's policy. One a run would not evaluate still costs Dagster's events, then shows as skipped."""
+        names = [c.name for c in checks_that_run(options.check_settings)]
         return {dg.AssetCheckKey(self.keys.key_of[r], name) for r in selected or self.catalog.refs
                 if r in self.catalog.by_ref for name in names}
 

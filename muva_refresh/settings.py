@@ -6,13 +6,13 @@ from an explicit setting), never from where the package is installed.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from .catalog import DEFAULT_SCHEMAS, TableFilter
 
 SOURCE_DSN_VAR = "MUVA_SOURCE_DSN"
 TARGET_DSN_VAR = "MUVA_TARGET_DSN"
@@ -28,6 +28,32 @@ MASK_SALT_VAR = "MUVA_MASK_SALT"
 DEFAULT_MARKER_SQL = "SELECT max(version)::text FROM supabase_migrations.schema_migrations"
 ENV_FILE = ".env"
 WORK_DIR = ".muva"  # state, Dagster home and demo data, under the working directory
+
+
+DEFAULT_SCHEMA = "public"
+DEFAULT_SCHEMAS = (DEFAULT_SCHEMA,)
+
+
+@dataclass(frozen=True)
+class TableFilter:
+    """Which tables take part: the schemas, then `schema.table` glob patterns to include or exclude."""
+
+    schemas: tuple[str, ...] = DEFAULT_SCHEMAS
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def admits(self, ref: object) -> bool:
+        """`ref` is a table by its schema.table name, as str() gives it."""
+        name = str(ref)
+        if self.include and not any(fnmatch.fnmatchcase(name, p) for p in self.include):
+            return False
+        return not any(fnmatch.fnmatchcase(name, p) for p in self.exclude)
+
+    def __str__(self) -> str:
+        parts = [f"schemas {', '.join(self.schemas)}"]
+        parts += [f"include {', '.join(self.include)}"] if self.include else []
+        parts += [f"exclude {', '.join(self.exclude)}"] if self.exclude else []
+        return "; ".join(parts)
 
 
 @dataclass(frozen=True)

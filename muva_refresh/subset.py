@@ -18,9 +18,9 @@ from typing import Iterable, Mapping
 from psycopg import sql
 
 from .catalog import Catalog, ForeignKey, TableRef
-from .copy import Shape
 from .errors import ConfigError
 from .graph import cycles, downstream_closure
+from .shape import Shape
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,7 @@ class Subset:
 
 
 def row_filters(catalog: Catalog, subset: Subset) -> dict[TableRef, Shape]:
-    """The CTEs and filter of every table that does not go whole; refuses what it cannot keep whole."""
-    refuse_unholdable(catalog, subset)
+    """The CTEs and filter of every table that does not go whole. Call `refuse_unholdable` first."""
     builder = FilterBuilder(catalog, subset)
     shapes = {ref: Shape(where=sql.SQL("false")) for ref in subset.excluded(catalog)}
     for ref in sorted(builder.scoped):

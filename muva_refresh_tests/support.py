@@ -12,11 +12,12 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from muva_refresh.catalog import Catalog, TableFilter, TableRef, read_catalog
-from muva_refresh.checks import CheckOutcome, CheckSettings, Verifier
+from muva_refresh.catalog import Catalog, TableRef, read_catalog
+from muva_refresh.settings import TableFilter
+from muva_refresh.checks import CheckOutcome
 from muva_refresh.cli import Printer, main
 from muva_refresh.endpoint import Endpoint
-from muva_refresh.refresh import RefreshOptions, RefreshReport, refresh
+from muva_refresh.refresh import Committed, RefreshOptions, RefreshReport, refresh_events
 
 SECRET = "pw-Never-Shown-42"  # trust auth ignores it, so it rides along in every DSN
 TWISTS = TableFilter(("public",))
@@ -107,10 +108,13 @@ def plant_copy_failure(dsn: str) -> None:
         conn.execute("ALTER TABLE customer ADD CONSTRAINT no_seven CHECK (name <> 'customer 7') NOT VALID")
 
 
-def checked_refresh(source: Endpoint, target: Endpoint, options: RefreshOptions = RefreshOptions(),
-                    settings: CheckSettings = CheckSettings()) -> tuple[RefreshReport, list[CheckOutcome]]:
-    """A refresh as the table assets run it: blocking checks in the load, the others after COMMIT."""
-    verifier = Verifier(settings)
-    report = refresh(source, target, options, gate=verifier.gate)
-    verifier.after_commit(target, report.copies())
-    return report, verifier.outcomes
+def checked_refresh(source: Endpoint, target: Endpoint,
+                    options: RefreshOptions = RefreshOptions()) -> tuple[RefreshReport, list[CheckOutcome]]:
+    """A refresh as the table assets run it: its report, and every check's outcome it yielded."""
+    report, outcomes = None, []
+    for event in refresh_events(source, target, options):
+        if isinstance(event, Committed):
+            report = event.report
+        elif isinstance(event, CheckOutcome):
+            outcomes.append(event)
+    return report, outcomes

@@ -5,7 +5,8 @@ import pytest
 
 from muva_refresh.catalog import TableRef
 from muva_refresh.endpoint import Endpoint
-from muva_refresh.refresh import RefreshOptions, refresh
+from muva_refresh.load import TableCopied
+from muva_refresh.refresh import Committed, RefreshOptions, refresh_events
 
 from .support import COUNTS, ORPHANS, write_family
 
@@ -18,13 +19,14 @@ def test_writes_committed_between_table_copies_never_reach_the_target(pg, worker
     writer = psycopg.connect(source, autocommit=True)
     written = []
 
-    def write_after_each_table(ref, stats):
-        write_family(writer, len(written))
-        written.append(ref)
-
     try:
-        report = refresh(Endpoint("source", source), Endpoint("target", target),
-                         RefreshOptions(workers=workers), on_table=write_after_each_table)
+        for event in refresh_events(Endpoint("source", source), Endpoint("target", target),
+                                    RefreshOptions(workers=workers)):
+            if isinstance(event, TableCopied):  # production writes while the load goes on
+                write_family(writer, len(written))
+                written.append(event.ref)
+            elif isinstance(event, Committed):
+                report = event.report
     finally:
         writer.close()
     assert len(written) == len(report.tables) > 3

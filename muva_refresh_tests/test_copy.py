@@ -4,13 +4,14 @@
 import psycopg
 import pytest
 
-from muva_refresh import copy
+from muva_refresh import indexes, stream
 from muva_refresh.catalog import TableRef
 from muva_refresh.checks import validate_live
 from muva_refresh.endpoint import Endpoint
 from muva_refresh.errors import ConcurrentRefreshError, ConfigError, CopyError, SchemaDriftError, SelectionError, UnsafeTargetError
 from muva_refresh.guards import REFRESH_LOCK_KEY
-from muva_refresh.refresh import RefreshOptions, refresh
+from muva_refresh.load import TableCopied, TableStreaming
+from muva_refresh.refresh import RefreshOptions, refresh, refresh_events
 
 from .support import HOSTILE, count, plant_copy_failure, role_without_bypassrls, table_fingerprints
 
@@ -142,11 +143,8 @@ def test_a_failed_copy_rolls_back_and_leaves_the_target_as_it_was(pair):
 def test_a_parallel_failure_leaves_no_table_without_its_parents(pair):
     source, target = pair
     plant_copy_failure(target.dsn)
-    report = refresh(source, target, RefreshOptions(workers=2))
-    assert set(report.failed) == {TableRef("public", "customer")}
-    with pytest.raises(CopyError, match="every loaded table has its parents"):
-        report.raise_for_failures()
-    assert TableRef("public", "region") in report.tables
+    with pytest.raises(CopyError, match=r"1 table\(s\) failed, first public\.customer: .*every loaded table has its parents"):
+        refresh(source, target, RefreshOptions(workers=2))
     assert count(target.dsn, "audit_log") == 0  # its parent failed, so it was not loaded
     assert count(target.dsn, "region") == 2
 
@@ -202,18 +200,14 @@ def test_arrays_and_composites_of_user_types_go_binary_where_the_oids_differ(ser
 def test_a_second_refresh_of_the_same_target_is_refused_while_the_first_runs(pair):
     source, target = pair
     refused = []
-
-    def start_another(ref, stats):
-        if not refused:
+    for event in refresh_events(source, target):
+        if isinstance(event, TableCopied) and not refused:
             with pytest.raises(ConcurrentRefreshError, match="another refresh is running against the target") as err:
                 refresh(source, target)
             refused.append(str(err.value))
-
-    report = refresh(source, target, on_table=start_another)
     assert refused and "muva_refresh target" in refused[0]  # names the holder's application
     assert table_fingerprints(target.dsn) == table_fingerprints(source.dsn)
-    refresh(source, target)  # the lock went with the first refresh's connection
-    assert report.tables
+    assert refresh(source, target).tables  # the lock went with the first refresh's connection
 
 
 def test_a_held_refresh_lock_refuses_before_anything_is_touched(pair):
@@ -231,14 +225,12 @@ def test_a_refresh_interrupted_midway_leaves_the_target_as_it_was(pair):
     before = table_fingerprints(target.dsn)
 
     seen = []
-
-    def cancel_after_two(ref, stats):
-        seen.append(ref)
-        if len(seen) == 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        refresh(source, target, on_table=cancel_after_two)
+        for event in refresh_events(source, target):
+            if isinstance(event, TableCopied):
+                seen.append(event.ref)
+                if len(seen) == 2:
+                    raise KeyboardInterrupt
     assert table_fingerprints(target.dsn) == before
     refresh(source, target)  # and the target's lock was released with the interrupted connection
 
@@ -259,10 +251,9 @@ def test_a_copy_reports_its_progress_while_it_streams(pair, pg15, monkeypatch, a
     source, target = pair
     if across_versions:  # text format
         source = Endpoint("source", pg15.database_from_sql("x15", "twists.sql"))
-    monkeypatch.setattr(copy, "TICK_SECONDS", 0)  # every block ticks, as a large table's would
-    ticks = []
-    refresh(source, target, on_stream=lambda ref, size, rows, estimate: ticks.append((ref.name, size, rows)))
-    by_table = {name: (size, rows) for name, size, rows in ticks}
+    monkeypatch.setattr(stream, "TICK_SECONDS", 0)  # every block ticks, as a large table's would
+    ticks = [e for e in refresh_events(source, target) if isinstance(e, TableStreaming)]
+    by_table = {e.ref.name: (e.bytes, e.rows) for e in ticks}
     if across_versions:
         assert by_table["customer"][1] == 50 and by_table["customer"][0] > 0  # text: rows are counted
     else:
@@ -272,15 +263,15 @@ def test_a_copy_reports_its_progress_while_it_streams(pair, pg15, monkeypatch, a
 def test_rows_are_gathered_into_writes_of_a_bounded_size():
     """COPY TO sends a message per row; the target gets them in writes of WRITE_BYTES, the rest at the end."""
     written: list[bytes] = []
-    gathered = copy.Gathered(lambda chunk: written.append(bytes(chunk)))
+    gathered = stream.Gathered(lambda chunk: written.append(bytes(chunk)))
     row = b"x" * 1000
     for _ in range(300):
         gathered.write(memoryview(row))
-    assert len(written) == 300_000 // copy.WRITE_BYTES
-    assert all(len(w) < copy.WRITE_BYTES + len(row) for w in written)
+    assert len(written) == 300_000 // stream.WRITE_BYTES
+    assert all(len(w) < stream.WRITE_BYTES + len(row) for w in written)
     gathered.flush()
     gathered.flush()  # nothing left: no empty write
-    assert b"".join(written) == row * 300 and len(written) == 300_000 // copy.WRITE_BYTES + 1
+    assert b"".join(written) == row * 300 and len(written) == 300_000 // stream.WRITE_BYTES + 1
 
 
 
@@ -323,7 +314,7 @@ def test_a_table_whose_rows_live_in_toast_rebuilds_its_indexes_in_parallel_and_k
 
     report = refresh(Endpoint("source", source), Endpoint("target", target))
 
-    assert report.tables[TableRef("public", "doc")].bytes >= copy.PARALLEL_REBUILD_BYTES
+    assert report.tables[TableRef("public", "doc")].bytes >= indexes.PARALLEL_REBUILD_BYTES
     with psycopg.connect(target, autocommit=True) as conn:
         builds = conn.execute("SELECT tbl, options FROM audit.builds ORDER BY tbl").fetchall()
         options = dict(conn.execute("SELECT relname, reloptions FROM pg_class WHERE relname IN ('doc', 'noted')"))

@@ -7,10 +7,11 @@ import dagster as dg
 import psycopg
 import pytest
 
-from muva_refresh.assets import CopiedLines, key_part
+from muva_refresh.assets import CopiedLines
 from muva_refresh.catalog import Catalog, TableRef
 from muva_refresh.checks import CHECKS
-from muva_refresh.copy import CopyStats
+from muva_refresh.stream import CopyStats
+from muva_refresh.translator import key_part
 from muva_refresh.definitions import REFRESH_JOB, build_definitions, defs
 from muva_refresh.errors import ConfigError
 from muva_refresh.settings import Settings

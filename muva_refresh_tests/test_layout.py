@@ -10,9 +10,12 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "muva_refresh"
-ENGINE = ("errors", "settings", "endpoint", "catalog", "graph", "masking", "guards", "copy", "subset", "policy",
-          "refresh", "checks")
-EDGE = ("resources", "assets", "sensors", "definitions", "runs", "storage", "cli")
+# In the order the data flows; a module imports only modules before it.
+ENGINE = ("errors", "settings", "endpoint", "catalog", "graph", "shape", "policy", "masking", "subset", "shaping",
+          "guards", "snapshot", "stream", "digest", "indexes", "sequences", "views", "load", "checks", "refresh")
+EDGE = ("resources", "translator", "assets", "sensors", "definitions", "runs", "storage", "cli")
+SHAPING = ("shape", "policy", "masking", "subset", "shaping")
+LOAD = ("snapshot", "stream", "digest", "indexes", "sequences", "views", "load", "refresh")
 SQL_START = re.compile(r"^\s*(SELECT|COPY|SET|TRUNCATE|DROP|CREATE|ALTER|INSERT|UPDATE|DELETE|WITH)\b")
 
 
@@ -51,3 +54,34 @@ def test_no_sql_text_is_written_twice():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_START.match(node.value):
                 texts[" ".join(node.value.split())] += 1
     assert [text for text, n in texts.items() if n > 1] == []
+
+
+def package_imports(module: str) -> set[str]:
+    """The package's own modules that `module` imports, by name."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found.add((node.module or "").split(".")[0])
+    return found - {""}
+
+
+@pytest.mark.parametrize("module", ENGINE + EDGE)
+def test_each_module_imports_only_modules_before_it(module):
+    order = ENGINE + EDGE
+    later = {m for m in package_imports(module) if m in order and order.index(m) >= order.index(module)}
+    assert later == set(), f"{module} imports {later}, which come after it"
+
+
+@pytest.mark.parametrize("module", SHAPING)
+def test_shaping_imports_nothing_from_the_load(module):
+    assert package_imports(module) & set(LOAD) == set()
+
+
+def test_no_two_classes_share_a_name():
+    seen: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                seen.setdefault(node.name, []).append(str(path.relative_to(PACKAGE)))
+    assert {name: places for name, places in seen.items() if len(places) > 1} == {}

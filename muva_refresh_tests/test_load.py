@@ -6,9 +6,10 @@ import psycopg
 import pytest
 
 from muva_refresh.catalog import TableRef
-from muva_refresh.checks import Verifier
+from muva_refresh.checks import CheckOutcome, Verifier
 from muva_refresh.endpoint import Endpoint
-from muva_refresh.refresh import RefreshOptions, refresh
+from muva_refresh.load import TableCopied
+from muva_refresh.refresh import Committed, RefreshOptions, refresh, refresh_events
 
 from .support import checked_refresh, write_family
 
@@ -56,18 +57,21 @@ def test_the_source_digest_reads_the_snapshot_while_production_writes(pair):
     writer = psycopg.connect(source.dsn, autocommit=True)
     written = []
 
-    def write_after_each_table(ref, stats):
-        write_family(writer, len(written))
-        writer.execute("UPDATE person SET tags = '{late}' WHERE id = 10")
-        written.append(ref)
-
+    outcomes = []
     try:
-        verifier = Verifier()
-        report = refresh(source, target, on_table=write_after_each_table, gate=verifier.gate)
+        for event in refresh_events(source, target):
+            if isinstance(event, TableCopied):
+                write_family(writer, len(written))
+                writer.execute("UPDATE person SET tags = '{late}' WHERE id = 10")
+                written.append(event.ref)
+            elif isinstance(event, Committed):
+                report = event.report
+            elif isinstance(event, CheckOutcome):
+                outcomes.append(event)
     finally:
         writer.close()
     assert len(written) > 3
-    outcomes = verifier.after_commit(target, report.copies())
+    assert {o.check for o in outcomes} >= {"row_count", "matches_source"}
     assert all(o.passed for o in outcomes if o.check == "matches_source")
     assert not report.digests.digest(PERSON).startswith("unavailable")
 

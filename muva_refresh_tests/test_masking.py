@@ -12,9 +12,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from muva_refresh.catalog import Column, Table, TableFilter, TableRef
-from muva_refresh.masking import (FIRST_NAMES, LAST_NAMES, PERSONAL_NAME, SET_MASK_KEY, MaskPlan, PolicyError, Rule,
-                                  check_constraint_violations, load_policy, mask_key, plan_masking)
+from muva_refresh.catalog import Column, Table, TableRef
+from muva_refresh.settings import TableFilter
+from muva_refresh.checks import PERSONAL_NAME
+from muva_refresh.masking import (FIRST_NAMES, LAST_NAMES, SET_MASK_KEY, MaskPlan, check_constraint_violations, mask_key,
+                                  plan_masking)
+from muva_refresh.policy import PolicyError, Rule, load_policy
 
 from .support import saved_catalog
 

@@ -4,8 +4,9 @@ descending, wrapped in an expression, or in a schema of its own."""
 import psycopg
 import pytest
 
-from muva_refresh import copy
-from muva_refresh.catalog import TableFilter, TableRef
+from muva_refresh import load, sequences
+from muva_refresh.catalog import TableRef
+from muva_refresh.settings import TableFilter
 from muva_refresh.checks import validate_live
 from muva_refresh.endpoint import Endpoint
 from muva_refresh.graph import make_plan
@@ -73,7 +74,7 @@ def test_a_refresh_sets_every_sequence_and_staging_takes_inserts(pair):
 def test_a_shared_sequence_is_set_once(pair):
     source, _ = pair
     catalog = saved_catalog(source.dsn, WITH_COUNTERS)
-    pairs = copy.sequence_pairs(make_plan(catalog), catalog)
+    pairs = sequences.sequence_pairs(make_plan(catalog), catalog)
     targets = [str(target) for _, target in pairs]
     assert sorted(targets) == ["counters.note_seq", "public.countdown_seq", "public.film_film_id_seq",
                                "public.invoice_no_seq"]
@@ -81,7 +82,7 @@ def test_a_shared_sequence_is_set_once(pair):
 
 def test_without_sequence_syncing_the_check_fails(pair, monkeypatch):
     source, target = pair
-    monkeypatch.setattr(copy, "sync_sequences", lambda *args: None)  # the fault: nothing sets them
+    monkeypatch.setattr(load, "sync_sequences", lambda *args: None)  # the fault: nothing sets them
     outcomes = checked(source, target, WITH_COUNTERS)
     failed = {name for name, o in outcomes.items() if not o.passed}
     assert failed == {"film", "film_archive", "ticket", "note"}  # invoice's default is an expression

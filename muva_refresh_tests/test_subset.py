@@ -3,11 +3,11 @@
 import psycopg
 import pytest
 
-from muva_refresh.catalog import TableFilter, TableRef
-from muva_refresh.checks import CheckSettings
+from muva_refresh.catalog import TableRef
+from muva_refresh.settings import TableFilter
 from muva_refresh.endpoint import Endpoint
 from muva_refresh.errors import ConfigError
-from muva_refresh.policy import shaping_for
+from muva_refresh.shaping import shaping_for
 from muva_refresh.refresh import RefreshOptions, refresh
 
 from .support import checked_refresh, saved_catalog
@@ -35,8 +35,7 @@ def test_a_subset_keeps_what_reaches_the_root_and_what_that_references(pair, tmp
     source, target = pair
     catalog = saved_catalog(source.dsn, TableFilter())
     shaping = shaping_for(policy(tmp_path, '[subset]\n"public.tenant" = "name = \'one\'"\n'), catalog, None)
-    report, outcomes = checked_refresh(source, target, RefreshOptions(workers=workers, shaping=shaping),
-                                       CheckSettings(shaping=shaping))
+    report, outcomes = checked_refresh(source, target, RefreshOptions(workers=workers, shaping=shaping))
     assert ids(target.dsn, "guest") == [100, 101, 102]  # tenant one's guests
     assert ids(target.dsn, "note") == [1, 2]  # the notes that reach them
     assert ids(target.dsn, "unit") == [10, 20]  # u20 comes along: guest 101 stays there

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from muva_refresh.assets import TableTranslator
+from muva_refresh.translator import TableTranslator
 from muva_refresh.catalog import Catalog
 from muva_refresh.graph import make_plan
 

@@ -4,7 +4,8 @@ import dagster as dg
 import psycopg
 import pytest
 
-from muva_refresh.catalog import TableFilter, TableRef
+from muva_refresh.catalog import TableRef
+from muva_refresh.settings import TableFilter
 from muva_refresh.definitions import REFRESH_JOB, build_definitions
 from muva_refresh.endpoint import Endpoint
 from muva_refresh.errors import SchemaDriftError
