@@ -47,8 +47,8 @@ sys.path.insert(0, str(REPO))
 from muva_refresh import demo  # noqa: E402
 from muva_refresh.catalog import TableFilter, read_catalog  # noqa: E402
 from muva_refresh.checks import CheckSettings, Verifier  # noqa: E402
-from muva_refresh.cli import ensure_dagster_home  # noqa: E402
 from muva_refresh.endpoint import Endpoint  # noqa: E402
+from muva_refresh.instance import ensure_dagster_home  # noqa: E402
 from muva_refresh.refresh import RefreshOptions, refresh  # noqa: E402
 from muva_refresh.settings import (  # noqa: E402
     DAGSTER_HOME_VAR,

@@ -27,7 +27,7 @@ import requests
 import yaml
 
 from muva_refresh import demo
-from muva_refresh.cli import CLI_INSTANCE
+from muva_refresh.instance import CLI_INSTANCE
 from muva_refresh.settings import SOURCE_DSN_VAR, TARGET_DSN_VAR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
