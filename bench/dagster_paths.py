@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO))
 from muva_refresh import demo  # noqa: E402
 from muva_refresh.catalog import TableFilter, read_catalog  # noqa: E402
 from muva_refresh.checks import CheckSettings, Verifier  # noqa: E402
+from muva_refresh.demo import dagster_dev  # noqa: E402  (the UI tests' `dagster dev`, reused)
 from muva_refresh.endpoint import Endpoint  # noqa: E402
 from muva_refresh.instance import ensure_dagster_home  # noqa: E402
 from muva_refresh.refresh import RefreshOptions, refresh  # noqa: E402
@@ -57,8 +58,6 @@ from muva_refresh.settings import (  # noqa: E402
     TARGET_DSN_VAR,
     Settings,
 )
-# The UI tests' way of running `dagster dev` away from the repo's `.env`; one implementation for both.
-from muva_refresh_tests import dagster_dev  # noqa: E402
 
 BIN = Path(sys.executable).parent  # the venv running this also holds muva-refresh and dagster
 BENCH_DIR = REPO / ".muva" / "bench-dagster-pg"
