@@ -18,7 +18,8 @@ demo: $(BIN)/muva-refresh  ## start the embedded production+staging pair and ref
 	@echo
 	@echo "Open the Dagster UI with:  make ui   (then browse to http://127.0.0.1:3000)"
 
-test: $(BIN)/muva-refresh  ## the whole test suite, on real PostgreSQL
+test: $(BIN)/muva-refresh  ## the import order, then the whole test suite on real PostgreSQL
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 ui: $(BIN)/muva-refresh  ## dagster dev on the same instance the CLI uses
