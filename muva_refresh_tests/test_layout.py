@@ -51,3 +51,42 @@ def test_no_sql_text_is_written_twice():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_START.match(node.value):
                 texts[" ".join(node.value.split())] += 1
     assert [text for text, n in texts.items() if n > 1] == []
+
+
+def test_the_instance_config_stands_without_dagster():
+    assert imported_after("instance") == set()
+
+
+def imported_names(tree: ast.Module) -> set[str]:
+    return {name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+            for name in [getattr(node, "module", None) or "", *(alias.name for alias in node.names)]}
+
+
+def test_nothing_outside_the_demo_imports_the_dagster_dev_helper():
+    importers = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py") if path.parent != PACKAGE / "demo"
+                 and any("dagster_dev" in name for name in imported_names(ast.parse(path.read_text())))]
+    assert importers == []
+
+
+def functions_over(limit: int, node: ast.AST, name: str) -> list[str]:
+    """Every function under `node` longer than `limit` lines, by dotted name, nested ones included."""
+    found = []
+    for child in ast.iter_child_nodes(node):
+        inner = name
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            inner = f"{name}.{child.name}"
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) and child.end_lineno - child.lineno >= limit:
+            found.append(f"{inner}: {child.end_lineno - child.lineno + 1} lines")
+        found += functions_over(limit, child, inner)
+    return found
+
+
+# Split in progress elsewhere: assets.build_table_assets (and its refresh_tables), sensors.build_deploy_sensor.
+@pytest.mark.xfail(strict=False, reason="assets.build_table_assets, assets.build_table_assets.refresh_tables and "
+                                        "sensors.build_deploy_sensor are over 60 lines until they are split")
+def test_no_function_in_the_package_is_over_60_lines():
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        long += functions_over(60, ast.parse(path.read_text()), module)
+    assert long == []
