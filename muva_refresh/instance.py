@@ -22,6 +22,7 @@ CONFIG_NAME = "dagster.yaml"
 # it told the user about, so that the note on an edited file is said once.
 RECORD_NAME = ".muva_dagster_yaml.json"
 
+# When this text changes, append the old one to EARLIER_CLI_INSTANCES, for homes whose record is lost.
 CLI_INSTANCE_HEADER = "# Runs and check history in SQLite here; for PostgreSQL see the repository's dagster.yaml.\n"
 CLI_INSTANCE = (
     CLI_INSTANCE_HEADER
@@ -94,7 +95,10 @@ def read_record(home: Path) -> dict[str, Any]:
 def update_record(home: Path, record: dict[str, Any], **changes: str) -> None:
     if all(record.get(key) == value for key, value in changes.items()):
         return  # most commands change nothing: no write
-    (home / RECORD_NAME).write_text(json.dumps({**record, **changes}, indent=2) + "\n")
+    try:
+        (home / RECORD_NAME).write_text(json.dumps({**record, **changes}, indent=2) + "\n")
+    except OSError:
+        pass  # a read-only home still runs; without the record an edited file is kept, at worst noted again
 
 
 def written_by_cli(found: str, record: dict[str, Any]) -> bool:
