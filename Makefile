@@ -18,11 +18,12 @@ demo: $(BIN)/muva-refresh  ## start the embedded production+staging pair and ref
 	@echo
 	@echo "Open the Dagster UI with:  make ui   (then browse to http://127.0.0.1:3000)"
 
-test: $(BIN)/muva-refresh  ## the whole test suite, on real PostgreSQL
+test: $(BIN)/muva-refresh  ## the import order, then the whole test suite on real PostgreSQL
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 ui: $(BIN)/muva-refresh  ## dagster dev on the same instance the CLI uses
-	$(BIN)/python -c 'from muva_refresh.cli import ensure_dagster_home; from muva_refresh.settings import Settings; ensure_dagster_home(Settings.load())'
+	$(BIN)/python -c 'from muva_refresh.instance import ensure_dagster_home; from muva_refresh.settings import Settings; ensure_dagster_home(Settings.load())'
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
 # pgcopydb is one of the baselines: Debian's is installed when missing, and apt failing stops the run.

@@ -46,10 +46,10 @@ sys.path.insert(0, str(REPO))
 
 from muva_refresh import demo  # noqa: E402
 from muva_refresh.catalog import read_catalog  # noqa: E402
-from muva_refresh.settings import TableFilter  # noqa: E402
 from muva_refresh.checks import CheckOutcome  # noqa: E402
-from muva_refresh.cli import ensure_dagster_home  # noqa: E402
+from muva_refresh.demo import dagster_dev  # noqa: E402  (the UI tests' `dagster dev`, reused)
 from muva_refresh.endpoint import Endpoint  # noqa: E402
+from muva_refresh.instance import ensure_dagster_home  # noqa: E402
 from muva_refresh.refresh import refresh_events  # noqa: E402
 from muva_refresh.settings import (  # noqa: E402
     DAGSTER_HOME_VAR,
@@ -57,9 +57,8 @@ from muva_refresh.settings import (  # noqa: E402
     STATE_PATH_VAR,
     TARGET_DSN_VAR,
     Settings,
+    TableFilter,  # noqa: E402
 )
-# The UI tests' way of running `dagster dev` away from the repo's `.env`; one implementation for both.
-from muva_refresh_tests import dagster_dev  # noqa: E402
 
 BIN = Path(sys.executable).parent  # the venv running this also holds muva-refresh and dagster
 BENCH_DIR = REPO / ".muva" / "bench-dagster-pg"

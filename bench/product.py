@@ -26,8 +26,8 @@ from muva_refresh.catalog import Catalog  # noqa: E402
 from muva_refresh.checks import IN_LOAD, CheckOutcome  # noqa: E402
 from muva_refresh.endpoint import Endpoint  # noqa: E402
 from muva_refresh.refresh import Committed, RefreshOptions, RefreshReport, refresh_events  # noqa: E402
-from muva_refresh.shaping import Shaping, shaping_for  # noqa: E402
 from muva_refresh.settings import SOURCE_DSN_VAR, STATE_PATH_VAR, TARGET_DSN_VAR  # noqa: E402
+from muva_refresh.shaping import Shaping, shaping_for  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from psycopg import sql
 
 from muva_refresh import demo
 from muva_refresh.catalog import TableRef, read_catalog
-from muva_refresh.settings import TableFilter
 from muva_refresh.graph import make_plan
+from muva_refresh.settings import TableFilter
 
 WIDE_SOURCE_DB = "bench_wide_prod"
 WIDE_TARGET_DB = "bench_wide_staging"

@@ -18,7 +18,16 @@ from .checks import CheckOutcome
 from .errors import BlockingCheckError
 from .graph import make_plan
 from .load import TableCopied
-from .refresh import Committed, Event, Progress, RefreshOptions, RefreshReport, SnapshotTaken, ViewsRefreshed, selection_events
+from .refresh import (
+    Committed,
+    Event,
+    Progress,
+    RefreshOptions,
+    RefreshReport,
+    SnapshotTaken,
+    ViewsRefreshed,
+    selection_events,
+)
 from .resources import PostgresDatabase, PreparedRuns
 from .settings import MASK_SALT_VAR
 from .stream import CopyStats

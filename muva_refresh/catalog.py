@@ -20,7 +20,6 @@ from .errors import ConfigError, SelectionError
 from .settings import DEFAULT_SCHEMA, TableFilter
 
 
-
 @dataclass(frozen=True, order=True)
 class TableRef:
     schema: str

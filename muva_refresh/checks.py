@@ -20,12 +20,12 @@ import psycopg
 from psycopg import sql
 
 from .catalog import Catalog, ForeignKey, Index, Table, TableRef, read_catalog
-from .settings import TableFilter
 from .digest import count_rows, row_digest
 from .endpoint import Endpoint, ThreadConnections
 from .errors import BlockingCheckError
 from .load import TableCopy
 from .masking import TEXT_TYPE
+from .settings import TableFilter
 from .shape import WHOLE, Shape
 from .shaping import Shaping
 

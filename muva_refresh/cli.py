@@ -9,7 +9,6 @@ import argparse
 import dataclasses
 import gc
 import json
-import os
 import sys
 import time
 from typing import IO, TYPE_CHECKING, Any, Sequence
@@ -19,9 +18,10 @@ from .checks import CHECK_BY_NAME, CheckOutcome
 from .endpoint import Endpoint
 from .errors import EXIT_OK, RefreshError, SelectionError
 from .graph import Plan, make_plan
+from .instance import ensure_dagster_home
 from .load import TableCopied, TableStreaming
 from .refresh import Event, Progress
-from .settings import DAGSTER_HOME_VAR, Settings, load_env_file
+from .settings import Settings, load_env_file
 from .shaping import Shaping, shaping_for
 from .stream import CopyStats
 from .views import ViewStats
@@ -390,38 +390,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-CLI_INSTANCE_HEADER = "# Runs and check history in SQLite here; for PostgreSQL see the repository's dagster.yaml.\n"
-CLI_INSTANCE = (
-    CLI_INSTANCE_HEADER
-    + "# Dagster's SQLite event log, keeping its files open between events (muva_refresh/storage.py).\n"
-    "event_log_storage:\n  module: muva_refresh.storage\n  class: KeptOpenSqliteEventLogStorage\n"
-    "# One refresh at a time: the table assets share one pool, limited to one run.\n"
-    "concurrency:\n  pools:\n    default_limit: 1\n    granularity: run\n"
-    "# The daemon looks for queued runs (\"Materialize all\", the sensor's) every second, not every five.\n"
-    "run_queue:\n  dequeue_interval_seconds: 1\n"
-    "# Dagster's usage statistics are off; set enabled: true to send them.\n"
-    "telemetry:\n  enabled: false\n"
-)
-
-
-def ensure_dagster_home(settings: Settings) -> None:
-    """DAGSTER_HOME, defaulting to the one `make ui` uses, with the CLI's dagster.yaml unless the
-    user wrote their own; one an earlier release of the CLI wrote is brought up to date."""
-    os.environ.setdefault(DAGSTER_HOME_VAR, str(settings.dagster_home))
-    home = settings.dagster_home
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    written = config.read_text() if config.exists() else None
-    if written is None or (written.startswith(CLI_INSTANCE_HEADER) and written != CLI_INSTANCE):
-        config.write_text(CLI_INSTANCE)
-
-
 def main(argv: Sequence[str] | None = None, out: Printer | None = None) -> int:
     out = out or Printer()
     args = parser().parse_args(argv)
     load_env_file()
     settings = Settings.load()
-    ensure_dagster_home(settings)
+    ensure_dagster_home(settings, out.err)
     try:
         return args.run(args, settings, out)
     except RefreshError as exc:

@@ -18,16 +18,21 @@ from typing import Collection, Iterable, Iterator, Mapping
 import psycopg
 
 from .catalog import Catalog, TableRef, read_catalog
-from .settings import TableFilter
 from .checks import AFTER_COMMIT, IN_LOAD, CheckOutcome, CheckSettings, Verifier, validate_live
 from .digest import SnapshotDigests
 from .endpoint import Endpoint
 from .errors import ConfigError, CopyError
 from .graph import Plan, make_plan, views_in_order
 from .guards import (
-    guard_distinct, guard_masked_checks, guard_rls_bypass, guard_schema, guard_single_refresh, guard_unchanged,
+    guard_distinct,
+    guard_masked_checks,
+    guard_rls_bypass,
+    guard_schema,
+    guard_single_refresh,
+    guard_unchanged,
 )
 from .load import Load, TableCopied, TableCopy, TableStreaming, table_copy
+from .settings import TableFilter
 from .shaping import Shaping, shaping_for
 from .snapshot import exported_snapshot
 from .stream import CopyStats

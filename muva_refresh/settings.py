@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-
 SOURCE_DSN_VAR = "MUVA_SOURCE_DSN"
 TARGET_DSN_VAR = "MUVA_TARGET_DSN"
 DSN_VARS = {"source": SOURCE_DSN_VAR, "target": TARGET_DSN_VAR}

@@ -6,18 +6,18 @@ import io
 import json
 import os
 from contextlib import contextmanager
-from typing import Iterator
 from pathlib import Path
+from typing import Iterator
 
 import psycopg
 from psycopg import sql
 
 from muva_refresh.catalog import Catalog, TableRef, read_catalog
-from muva_refresh.settings import TableFilter
 from muva_refresh.checks import CheckOutcome
 from muva_refresh.cli import Printer, main
 from muva_refresh.endpoint import Endpoint
 from muva_refresh.refresh import Committed, RefreshOptions, RefreshReport, refresh_events
+from muva_refresh.settings import TableFilter
 
 SECRET = "pw-Never-Shown-42"  # trust auth ignores it, so it rides along in every DSN
 TWISTS = TableFilter(("public",))

@@ -3,12 +3,12 @@
 import psycopg
 import pytest
 
-from muva_refresh.translator import TableTranslator
 from muva_refresh.catalog import Catalog, TableRef, read_catalog
-from muva_refresh.settings import TableFilter
 from muva_refresh.definitions import defs
 from muva_refresh.errors import ConfigError
 from muva_refresh.graph import make_plan
+from muva_refresh.settings import TableFilter
+from muva_refresh.translator import TableTranslator
 
 from .support import cli, saved_catalog
 

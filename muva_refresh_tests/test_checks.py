@@ -4,11 +4,11 @@ import psycopg
 import pytest
 
 from muva_refresh.catalog import TableRef
-from muva_refresh.settings import TableFilter
 from muva_refresh.checks import CHECKS, ERROR, WARN, CheckOutcome, CheckSettings, validate_live
 from muva_refresh.endpoint import Endpoint
 from muva_refresh.errors import BlockingCheckError
 from muva_refresh.refresh import refresh_events
+from muva_refresh.settings import TableFilter
 
 from .support import checked_refresh
 

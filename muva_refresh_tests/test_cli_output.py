@@ -11,9 +11,9 @@ import psycopg
 
 from muva_refresh.catalog import TableRef
 from muva_refresh.cli import Printer
-from muva_refresh.stream import CopyStats
 from muva_refresh.endpoint import Endpoint
 from muva_refresh.guards import REFRESH_LOCK_KEY
+from muva_refresh.stream import CopyStats
 
 from .support import plant_copy_failure, role_without_bypassrls
 

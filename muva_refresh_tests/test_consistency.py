@@ -10,6 +10,7 @@ from muva_refresh.refresh import Committed, RefreshOptions, refresh_events
 
 from .support import COUNTS, ORPHANS, write_family
 
+
 @pytest.mark.parametrize("workers", [1, 3])
 def test_writes_committed_between_table_copies_never_reach_the_target(pg, workers):
     source = pg.database_from_sql("src", "twists.sql")

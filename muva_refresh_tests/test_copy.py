@@ -8,12 +8,20 @@ from muva_refresh import indexes, stream
 from muva_refresh.catalog import TableRef
 from muva_refresh.checks import validate_live
 from muva_refresh.endpoint import Endpoint
-from muva_refresh.errors import ConcurrentRefreshError, ConfigError, CopyError, SchemaDriftError, SelectionError, UnsafeTargetError
+from muva_refresh.errors import (
+    ConcurrentRefreshError,
+    ConfigError,
+    CopyError,
+    SchemaDriftError,
+    SelectionError,
+    UnsafeTargetError,
+)
 from muva_refresh.guards import REFRESH_LOCK_KEY
 from muva_refresh.load import TableCopied, TableStreaming
 from muva_refresh.refresh import RefreshOptions, refresh, refresh_events
 
 from .support import HOSTILE, count, plant_copy_failure, role_without_bypassrls, table_fingerprints
+
 
 @pytest.fixture
 def pair(pg):

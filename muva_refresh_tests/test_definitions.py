@@ -10,11 +10,11 @@ import pytest
 from muva_refresh.assets import CopiedLines
 from muva_refresh.catalog import Catalog, TableRef
 from muva_refresh.checks import CHECKS
-from muva_refresh.stream import CopyStats
-from muva_refresh.translator import key_part
 from muva_refresh.definitions import REFRESH_JOB, build_definitions, defs
 from muva_refresh.errors import ConfigError
 from muva_refresh.settings import Settings
+from muva_refresh.stream import CopyStats
+from muva_refresh.translator import key_part
 
 from .support import ORPHANS, saved_catalog, write_family
 

@@ -11,8 +11,8 @@ import pytest
 from psycopg import sql
 
 from muva_refresh import demo
-from muva_refresh.settings import read_env_file
 from muva_refresh.demo import server as demo_server
+from muva_refresh.settings import read_env_file
 
 SEED_ROW_COUNTS = {
     "tenant_registry": 3,

@@ -13,11 +13,18 @@ import pytest
 from psycopg import sql
 
 from muva_refresh.catalog import Column, Table, TableRef
-from muva_refresh.settings import TableFilter
 from muva_refresh.checks import PERSONAL_NAME
-from muva_refresh.masking import (FIRST_NAMES, LAST_NAMES, SET_MASK_KEY, MaskPlan, check_constraint_violations, mask_key,
-                                  plan_masking)
+from muva_refresh.masking import (
+    FIRST_NAMES,
+    LAST_NAMES,
+    SET_MASK_KEY,
+    MaskPlan,
+    check_constraint_violations,
+    mask_key,
+    plan_masking,
+)
 from muva_refresh.policy import PolicyError, Rule, load_policy
+from muva_refresh.settings import TableFilter
 
 from .support import saved_catalog
 

@@ -6,11 +6,11 @@ import pytest
 
 from muva_refresh import load, sequences
 from muva_refresh.catalog import TableRef
-from muva_refresh.settings import TableFilter
 from muva_refresh.checks import validate_live
 from muva_refresh.endpoint import Endpoint
 from muva_refresh.graph import make_plan
 from muva_refresh.refresh import RefreshOptions
+from muva_refresh.settings import TableFilter
 
 from .support import checked_refresh, saved_catalog
 

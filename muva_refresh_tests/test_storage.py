@@ -15,8 +15,8 @@ from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster_postgres import PostgresEventLogStorage
 
-from muva_refresh.cli import CLI_INSTANCE, CLI_INSTANCE_HEADER
 from muva_refresh.errors import ConfigError
+from muva_refresh.instance import CLI_INSTANCE
 from muva_refresh.storage import (
     WRITTEN_FOR_DAGSTER,
     KeptOpenSqliteEventLogStorage,
@@ -40,18 +40,6 @@ def test_the_cli_instance_stores_events_with_kept_open_files(env, tmp_path):
     assert (tmp_path / "dagster_home" / "dagster.yaml").read_text() == CLI_INSTANCE
     entries = cli("history", "customer", "--check", "row_count", "--json").json
     assert [e["run_id"] for e in entries] == [first.json["run_id"], second.json["run_id"]]
-
-
-def test_an_instance_an_earlier_cli_wrote_is_brought_up_to_date_and_a_users_own_is_kept(env, tmp_path):
-    config = tmp_path / "dagster_home" / "dagster.yaml"
-    config.parent.mkdir(parents=True, exist_ok=True)
-    config.write_text(CLI_INSTANCE_HEADER + "telemetry:\n  enabled: false\n")
-    assert cli("plan").code == 0
-    assert config.read_text() == CLI_INSTANCE
-    own = "# mine\ntelemetry:\n  enabled: false\n"
-    config.write_text(own)
-    assert cli("plan").code == 0
-    assert config.read_text() == own
 
 
 def test_a_watcher_hears_events_another_instance_stores(tmp_path):

@@ -4,11 +4,11 @@ import psycopg
 import pytest
 
 from muva_refresh.catalog import TableRef
-from muva_refresh.settings import TableFilter
 from muva_refresh.endpoint import Endpoint
 from muva_refresh.errors import ConfigError
-from muva_refresh.shaping import shaping_for
 from muva_refresh.refresh import RefreshOptions, refresh
+from muva_refresh.settings import TableFilter
+from muva_refresh.shaping import shaping_for
 
 from .support import checked_refresh, saved_catalog
 

@@ -1,7 +1,7 @@
 """The Dagster UI end to end: `dagster dev` on the demo pair, driven by a real browser and by GraphQL.
 
-One `dagster dev` (webserver and daemon) and one demo pair serve every test here; see dagster_dev.py
-for how the environment is kept away from the repo's own `.env`.
+One `dagster dev` (webserver and daemon) and one demo pair serve every test here; see
+muva_refresh/demo/dagster_dev.py for how the environment is kept away from the repo's own `.env`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from muva_refresh.translator import TableTranslator
 from muva_refresh.catalog import Catalog
+from muva_refresh.demo import dagster_dev
+from muva_refresh.demo.dagster_dev import DagsterDev
 from muva_refresh.graph import make_plan
-
-from . import dagster_dev
-from .dagster_dev import DagsterDev
+from muva_refresh.translator import TableTranslator
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -5,11 +5,11 @@ import psycopg
 import pytest
 
 from muva_refresh.catalog import TableRef
-from muva_refresh.settings import TableFilter
 from muva_refresh.definitions import REFRESH_JOB, build_definitions
 from muva_refresh.endpoint import Endpoint
 from muva_refresh.errors import SchemaDriftError
 from muva_refresh.refresh import RefreshOptions, refresh
+from muva_refresh.settings import TableFilter
 
 from .support import cli, count, saved_catalog
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from ..settings import SOURCE_DSN_VAR, TARGET_DSN_VAR, write_env_file
 from .data import (
     BASE_ROW_COUNTS,
     REFERENCE_TABLES,
@@ -25,7 +26,6 @@ from .data import (
     plant_stale_rows,
     row_counts,
 )
-from ..settings import SOURCE_DSN_VAR, TARGET_DSN_VAR, write_env_file
 from .server import EmbeddedServer, is_running, start, stop
 
 SOURCE_DB = "muva_prod"

@@ -1,4 +1,7 @@
-"""`dagster dev` (webserver and daemon) on a private demo pair, for the UI tests.
+"""`dagster dev` (webserver and daemon) on a private demo pair, for the UI tests and the benchmarks.
+
+A development helper that needs the source checkout (its workspace.yaml): nothing the CLI or the
+definitions run imports it.
 
 Everything lives under one temporary directory: the embedded PostgreSQL, DAGSTER_HOME, the
 catalog state, the demo's env file and the workspace file. `dagster dev` runs with that
@@ -26,11 +29,11 @@ from typing import Any
 import requests
 import yaml
 
-from muva_refresh import demo
-from muva_refresh.cli import CLI_INSTANCE
-from muva_refresh.settings import SOURCE_DSN_VAR, TARGET_DSN_VAR
+from .. import demo
+from ..instance import CLI_INSTANCE
+from ..settings import SOURCE_DSN_VAR, TARGET_DSN_VAR
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # The venv running the tests also holds dagster and muva-refresh.
 BIN = Path(sys.executable).parent
 START_TIMEOUT_SECONDS = 90
@@ -143,7 +146,10 @@ def free_port() -> int:
 
 def write_workspace(path: Path) -> None:
     """The repo's workspace.yaml with every working_directory made absolute, so it loads from elsewhere."""
-    workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
+    source = REPO_ROOT / "workspace.yaml"
+    if not source.is_file():
+        raise FileNotFoundError(f"dagster_dev runs from a source checkout: no workspace.yaml at {source}")
+    workspace = yaml.safe_load(source.read_text())
     for entry in workspace.get("load_from", []):
         for target in entry.values():
             if isinstance(target, dict):
