@@ -118,7 +118,7 @@ def measure_cli(shape: Shape, repeat: int) -> Row:
         write_cli_instance(root / "home")
         create_storage(env, cwd=root)
         # Run in the scratch directory: the CLI reads `.env` from its working directory, and the repository's names the demo.
-        runs.append(run_in_child([cli, "refresh"], env, cwd=root))
+        runs.append(run_in_child([cli, "refresh", "--full"], env, cwd=root))
         shutil.rmtree(root, ignore_errors=True)
         problems += verify(shape)
     return Row(CLI_METHOD, shape, statistics.median(r.wall_seconds for r in runs),

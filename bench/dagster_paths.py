@@ -24,6 +24,7 @@ refresh succeeded.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -50,7 +51,7 @@ from muva_refresh.checks import CheckOutcome  # noqa: E402
 from muva_refresh.demo import dagster_dev  # noqa: E402  (the UI tests' `dagster dev`, reused)
 from muva_refresh.endpoint import Endpoint  # noqa: E402
 from muva_refresh.instance import ensure_dagster_home  # noqa: E402
-from muva_refresh.refresh import refresh_events  # noqa: E402
+from muva_refresh.refresh import RefreshOptions, refresh_events  # noqa: E402
 from muva_refresh.settings import (  # noqa: E402
     DAGSTER_HOME_VAR,
     SOURCE_DSN_VAR,
@@ -129,7 +130,7 @@ def fresh_postgres_storage(admin_dsn: str = LOCAL_POSTGRES) -> Iterator[dict[str
 def run_cli_refresh(env: Mapping[str, str], cwd: Path) -> float:
     """Wall seconds of `muva-refresh refresh` in a new process, from its start to its exit."""
     started = time.perf_counter()
-    done = subprocess.run([str(BIN / "muva-refresh"), "refresh"], env=dict(env), cwd=cwd,
+    done = subprocess.run([str(BIN / "muva-refresh"), "refresh", "--full"], env=dict(env), cwd=cwd,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
@@ -246,7 +247,8 @@ def materialize_all_params(dev: dagster_dev.DagsterDev) -> dict[str, Any]:
     return {
         "mode": "default",
         "executionMetadata": {"tags": [{"key": "dagster/from_ui", "value": "true"}]},
-        "runConfigData": "{}",
+        # Every table whole, as the tools copy it; the UI's default run compares and copies the difference.
+        "runConfigData": json.dumps({"ops": {"refresh_tables": {"config": {"full": True}}}}),
         "selector": {
             "repositoryLocationName": repository["location"]["name"],
             "repositoryName": repository["name"],
@@ -368,7 +370,8 @@ def engine_seconds(source_dsn: str, target_dsn: str) -> float:
     """The copy with every check and no Dagster (benchmark.py's checked_refresh)."""
     source, target = Endpoint("source", source_dsn), Endpoint("target", target_dsn)
     started = time.perf_counter()
-    failed = [e for e in refresh_events(source, target) if isinstance(e, CheckOutcome) and e.fails_run]
+    events = refresh_events(source, target, RefreshOptions(full=True))
+    failed = [e for e in events if isinstance(e, CheckOutcome) and e.fails_run]
     seconds = time.perf_counter() - started
     if failed:
         raise RuntimeError(f"the engine's refresh failed checks: {[o.summary for o in failed]}")

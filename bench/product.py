@@ -37,9 +37,11 @@ class Context:
     state: Path
     workers: int
 
-    def refresh(self, shaping: Shaping | None = None, check_phases: tuple[str, ...] | None = None) -> RefreshReport:
-        """The engine's refresh; raises when a check fails (a WARN aside)."""
-        options = RefreshOptions(workers=self.workers, shaping=shaping)
+    def refresh(self, shaping: Shaping | None = None, check_phases: tuple[str, ...] | None = None,
+                full: bool = True) -> RefreshReport:
+        """The engine's refresh, every table whole unless `full` is False (as the tools copy it);
+        raises when a check fails (a WARN aside)."""
+        options = RefreshOptions(workers=self.workers, shaping=shaping, full=full)
         if check_phases is not None:
             options = replace(options, check_phases=check_phases)
         report, failed = None, []
@@ -65,6 +67,11 @@ def blocking_checks(ctx: Context) -> int:
 def all_checks(ctx: Context, shaping: Shaping | None = None) -> int:
     """The copy, the blocking checks inside the load, the others after COMMIT."""
     return ctx.refresh(shaping).rows
+
+
+def delta(ctx: Context) -> int:
+    """The default refresh: each table compared, only the difference copied; every check."""
+    return ctx.refresh(full=False).rows
 
 
 def masked(ctx: Context) -> int:
@@ -95,6 +102,7 @@ VARIANTS: dict[str, Callable[[Context], int]] = {
     "copy": copy_only,
     "blocking": blocking_checks,
     "checks": all_checks,
+    "delta": delta,
     "masked": masked,
     "one-tenant": one_tenant,
     "dagster-in-memory": dagster_in_memory,

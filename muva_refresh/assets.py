@@ -8,6 +8,7 @@ translates what it yields, as dagster-dbt's asset body streams dbt's events.
 
 # No `from __future__ import annotations`: Dagster reads the asset function's annotations.
 import time
+import warnings
 from collections import defaultdict
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -15,6 +16,7 @@ import dagster as dg
 
 from .catalog import Catalog, TableRef
 from .checks import CheckOutcome
+from .digest import change_signal
 from .errors import BlockingCheckError
 from .graph import make_plan
 from .load import TableCopied
@@ -35,6 +37,7 @@ from .translator import TableKeys, TableTranslator
 from .views import ViewStats
 
 TABLE_ASSETS_NAME = "refresh_tables"
+OBSERVE_NAME = "observe_production"
 TARGET_POOL = "muva_refresh_target"
 LOG_EVERY_SECONDS = 2.0
 
@@ -45,6 +48,8 @@ class RefreshConfig(dg.Config):
     """Run settings for a refresh."""
 
     workers: int = 1  # 1: one atomic target transaction; more: tables of a level in parallel
+    # Copy every table whole, instead of comparing each with staging and copying only what changed.
+    full: bool = False
     # A masking and subset policy: a TOML or YAML file, or demo / demo-tenant. Empty: MUVA_POLICY,
     # and without that an exact copy. The salt comes from MUVA_MASK_SALT.
     policy: str = ""
@@ -110,7 +115,8 @@ class RunTranslation:
                       f"from snapshot {report.snapshot_id} in {report.seconds:.1f}s")
         for ref, stats in report.tables.items():
             yield dg.MaterializeResult(asset_key=self.keys.key_of[ref],
-                                       metadata=self.translator.materialization_metadata(stats, report))
+                                       metadata=self.translator.materialization_metadata(stats, report),
+                                       data_version=self.translator.data_version(ref, stats, report))
         yield from self.view_results(report.views)
         yield from self.check_results(self.held)
         self.held = []
@@ -129,6 +135,30 @@ class RunTranslation:
         for ref, stats in refreshed.items():
             if ref in self.selected:  # a view the run did not select is kept fresh all the same
                 yield dg.MaterializeResult(asset_key=self.keys.key_of[ref], metadata=self.translator.view_metadata(stats))
+
+
+def build_production_observations(catalog: Catalog, translator: TableTranslator) -> dg.AssetsDefinition:
+    """Production's tables as observable source assets, each observed by a cheap signal of change."""
+    by_key = {translator.source_key(t.ref): t.ref for t in catalog.tables}
+
+    def observe_production(context: dg.AssetExecutionContext) -> Iterator[dg.ObserveResult]:
+        conn = context.resources.source.endpoint().connect(read_only=True)
+        try:
+            for key in sorted(context.selected_asset_keys):
+                yield dg.ObserveResult(asset_key=key, data_version=dg.DataVersion(change_signal(conn, by_key[key])))
+        finally:
+            conn.close()
+
+    # Dagster marks the decorator beta; the release is pinned, and this is its documented use.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.multi_observable_source_asset(
+            name=OBSERVE_NAME,
+            specs=[translator.source_spec(t) for t in catalog.tables],
+            can_subset=True,
+            required_resource_keys={"source"},
+            description="Reads production's statistics counters of each table (no rows) as its data version.",
+        )(observe_production)
 
 
 def build_table_assets(
@@ -160,9 +190,9 @@ def build_table_assets(
         wanted: dict[TableRef, set[str]] = defaultdict(set)
         for check_key in context.selected_asset_check_keys:
             wanted[keys.table_of[check_key.asset_key]].add(check_key.name)
-        options = prepared.claim(tables, config.policy, config.workers) or RefreshOptions.resolve(
+        options = prepared.claim(tables, config) or RefreshOptions.resolve(
             catalog, tables, config.policy or default_policy, dg.EnvVar(MASK_SALT_VAR).get_value(), config.workers,
-            rls_expected)
+            rls_expected, config.full)
         run = RunTranslation(translator, keys, selected, wanted, context.log, progress)
         checked_live = {ref: names for ref, names in wanted.items() if ref not in set(tables)}
         try:

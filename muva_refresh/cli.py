@@ -23,7 +23,7 @@ from .load import TableCopied, TableStreaming
 from .refresh import Event, Progress
 from .settings import Settings, load_env_file
 from .shaping import Shaping, shaping_for
-from .stream import CopyStats
+from .stream import DELTA, UNCHANGED, CopyStats
 from .views import ViewStats
 
 if TYPE_CHECKING:  # runs imports Dagster, which only the commands that run jobs load
@@ -132,7 +132,7 @@ class Printer:
     def table_done(self, ref: TableRef, stats: CopyStats) -> None:
         self.line(
             f"  {display_name(ref):<44} {stats.rows:>10,} rows {stats.bytes / 1e6:>9.2f} MB "
-            f"{stats.seconds:>7.3f} s {stats.mb_per_s:>8.1f} MB/s  {stats.format}"
+            f"{stats.seconds:>7.3f} s {stats.mb_per_s:>8.1f} MB/s  {stats.format}  {path_text(stats)}"
         )
 
     def refresh_summary(self, run: JobOutcome) -> None:
@@ -185,6 +185,16 @@ class PrintedProgress(Progress):
             self.out.table_done(event.ref, event.stats)
         elif isinstance(event, TableStreaming):
             self.out.table_streaming(event.ref, event.bytes, event.rows, event.estimated_rows)
+
+
+def path_text(stats: CopyStats) -> str:
+    """How the table was refreshed, for people."""
+    if stats.path == UNCHANGED:
+        return "unchanged"
+    if stats.path == DELTA:
+        rebuilt = f", {stats.reason}" if stats.reason else ""
+        return f"delta: {stats.deleted_rows:,} deleted, {stats.copied:,} copied{rebuilt}"
+    return f"whole: {stats.reason}" if stats.reason else "whole"
 
 
 def mark(outcome: CheckOutcome | None) -> str:
@@ -295,11 +305,12 @@ def selection(runner: Runner, names: Sequence[str] | None) -> tuple[TableRef, ..
 
 def cmd_refresh(args: argparse.Namespace, settings: Settings, out: Printer) -> int:
     runner = runner_for(settings, None if args.json else PrintedProgress(out))
-    run = runner.refresh(selection(runner, args.select), args.workers, args.policy)
+    run = runner.refresh(selection(runner, args.select), args.workers, args.policy, args.full)
     if args.json:
         out.json({
-            "tables": [{"name": display_name(ref), "rows": s.rows, "bytes": s.bytes, "seconds": s.seconds}
-                       for ref, s in run.tables.items()],
+            "tables": [{"name": display_name(ref), "rows": s.rows, "bytes": s.bytes, "seconds": s.seconds,
+                        "path": s.path, "path_reason": s.reason, "rows_copied": s.copied,
+                        "rows_deleted": s.deleted_rows} for ref, s in run.tables.items()],
             "materialized_views": [{"name": display_name(ref), "rows": s.rows, "seconds": s.seconds}
                                    for ref, s in run.views.items()],
             "checks": [outcome_json(c, run.asset_name(c.table)) for c in run.checks],
@@ -372,6 +383,8 @@ def parser() -> argparse.ArgumentParser:
     refresh.add_argument("--select", nargs="+", metavar="TABLE", help="table or schema.table names")
     refresh.add_argument("--workers", type=int, default=1, help="parallel copies per level (default 1: atomic)")
     refresh.add_argument("--policy", default="", help=POLICY_HELP)
+    refresh.add_argument("--full", action="store_true",
+                         help="copy every table whole (default: copy only what differs from the target)")
     refresh.add_argument("--json", action="store_true")
     refresh.set_defaults(run=cmd_refresh)
 

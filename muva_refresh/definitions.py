@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from .assets import build_table_assets
+from .assets import build_production_observations, build_table_assets
 from .catalog import Catalog
 from .refresh import Progress
 from .resources import PreparedRuns, default_resources
@@ -13,6 +13,7 @@ from .settings import Settings
 from .translator import TableTranslator
 
 REFRESH_JOB = "refresh_staging"
+OBSERVE_JOB = "observe_production_tables"
 VALIDATE_JOB = "validate_staging"
 
 
@@ -26,11 +27,19 @@ def build_definitions(
     """`progress` hears each event of a run in this process, besides the run's own log; `prepared`
     carries options the caller resolved for its next run."""
     settings = settings or Settings.load()
-    table_assets = build_table_assets(catalog, translator or TableTranslator(), settings.rls_expected, settings.policy)
+    translator = translator or TableTranslator()
+    table_assets = build_table_assets(catalog, translator, settings.rls_expected, settings.policy)
+    observations = build_production_observations(catalog, translator)
     refresh_staging = dg.define_asset_job(
         REFRESH_JOB,
         selection=dg.AssetSelection.assets(table_assets),
         description="Refresh every staging table from one production snapshot, then check it.",
+    )
+    observe = dg.define_asset_job(
+        OBSERVE_JOB,
+        selection=dg.AssetSelection.assets(observations),
+        description="Observe production's tables: a table whose rows may have changed gets a new data version, "
+                    "and its staging table shows as unsynced.",
     )
     validate_staging = dg.define_asset_job(
         VALIDATE_JOB,
@@ -38,8 +47,8 @@ def build_definitions(
         description="Run every check against the current staging and production, copying nothing.",
     )
     return dg.Definitions(
-        assets=[table_assets],
-        jobs=[refresh_staging, validate_staging],
+        assets=[observations, table_assets],
+        jobs=[refresh_staging, validate_staging, observe],
         sensors=[build_deploy_sensor(catalog, REFRESH_JOB, settings.deploy_marker_sql)],
         resources=default_resources(progress, prepared),
         # One step per run already; in-process spares the ~2 s process start-up per step.

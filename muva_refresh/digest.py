@@ -13,8 +13,9 @@ support, alike from version 11 on, so two major versions hash alike.
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import Iterable, Mapping
+from typing import Collection, Iterable, Mapping
 
 import psycopg
 from psycopg import sql
@@ -38,26 +39,65 @@ VALUE_HASHES = {
     "uuid": sql.SQL("uuid_hash_extended({}, {})"),
 }
 TEXT_HASH = sql.SQL('hashtextextended({}::text COLLATE "C", {})')
+# Bytes, and pgvector's types by their binary form (what COPY BINARY sends): reading a vector is
+# cheap, printing its every float is not. md5 reads bytes on every version; its hex, then hashed.
+BYTES_HASH = sql.SQL("hashtextextended(md5({}), {})")
+SENT_BYTES_HASH = sql.SQL("hashtextextended(md5({send}({value})), {seed})")
+SENT_AS_BYTES = frozenset({"vector", "halfvec", "sparsevec"})
+TYPE_NAME = re.compile(r"^(?:(?P<schema>[a-z_][a-z0-9_$]*)\.)?(?P<name>[a-z_][a-z0-9_$]*)(?:\(.*\))?$")
 NOT_HASHED = "unavailable: not hashed in this run"
+# A cheap signal that a table's rows may have changed, without reading them: the server's
+# statistics counters of the table (its partitions' for a partitioned one) and the file behind
+# each, which TRUNCATE, VACUUM FULL and CLUSTER replace. Every write moves it; a move without a
+# change (an aborted insert, a reset of the statistics) only costs a refresh that finds nothing.
+CHANGE_SIGNAL = sql.SQL(
+    "SELECT md5(string_agg(concat_ws(':', s.relid, s.n_tup_ins, s.n_tup_upd, s.n_tup_del, s.n_live_tup, "
+    "pg_relation_filenode(s.relid)), ',' ORDER BY s.relid)) FROM pg_stat_all_tables AS s "
+    "WHERE s.relid = %(table)s::regclass OR s.relid IN (SELECT relid FROM pg_partition_tree(%(table)s::regclass))"
+)
 
 
-def row_hash(table: Table, shape: Shape = WHOLE) -> sql.Composable:
+def row_hash(table: Table, shape: Shape = WHOLE, only: Collection[str] | None = None) -> sql.Composable:
     """ROW_DIGEST's hash of a row of `shape.rows(table)`, its columns as the target stores them
-    (a masked value cast to its column's type)."""
+    (a masked value cast to its column's type); of the columns in `only`, when given (a key)."""
     hashes = []
     for position, c in enumerate(table.copied_columns, start=1):
+        if only is not None and c.name not in only:
+            continue
         value = (sql.SQL("s.{}::{}").format(sql.Identifier(c.name), sql.SQL(c.type))  # format_type's own text
                  if shape.masks(c.name) else sql.SQL("s.{}").format(sql.Identifier(c.name)))
-        hashed = VALUE_HASHES.get(c.type, TEXT_HASH)
-        hashes.append(sql.SQL("coalesce({}, {})").format(hashed.format(value, position), position))
+        hashes.append(sql.SQL("coalesce({}, {})").format(value_hash(c.type, value, position), position))
     return sql.SQL(" # ").join(hashes) if hashes else sql.SQL("0")
+
+
+def value_hash(column_type: str, value: sql.Composable, seed: int) -> sql.Composable:
+    """A 64-bit hash of one value of `column_type` (format_type's text), seeded with `seed`."""
+    if column_type in VALUE_HASHES:
+        return VALUE_HASHES[column_type].format(value, seed)
+    if column_type == "bytea":
+        return BYTES_HASH.format(value, seed)
+    found = TYPE_NAME.match(column_type)
+    if found and found["name"] in SENT_AS_BYTES:
+        send = sql.Identifier(*filter(None, (found["schema"], f"{found['name']}_send")))
+        return SENT_BYTES_HASH.format(send=send, value=value, seed=seed)
+    return TEXT_HASH.format(value, seed)
 
 
 def row_digest(conn: psycopg.Connection, table: Table, shape: Shape = WHOLE) -> tuple[int, str]:
     """(rows, digest) of `table` as `shape` sends it, computed by the server `conn` reaches."""
     query = ROW_DIGEST.format(row_hash=row_hash(table, shape), rows=shape.rows(table))
     rows, total = conn.execute(query).fetchone()  # a numeric sum, None for no rows
-    return rows, f"{int(total or 0) % 2**64:016x}"
+    return rows, digest_text(total)
+
+
+def digest_text(total: object) -> str:
+    """A sum of row hashes (numeric, None for no rows) as the digest: mod 2**64, in hex."""
+    return f"{int(total or 0) % 2**64:016x}"
+
+
+def change_signal(conn: psycopg.Connection, ref: TableRef) -> str:
+    """CHANGE_SIGNAL of one table; it changes whenever its rows may have."""
+    return conn.execute(CHANGE_SIGNAL, {"table": ref.ident().as_string(conn)}).fetchone()[0] or "no statistics"
 
 
 def count_rows(conn: psycopg.Connection, ref: TableRef) -> int:
@@ -84,12 +124,18 @@ class SnapshotDigests:
         self.conn = self.source.connect(read_only=True)
         attach_snapshot(self.conn, self.snapshot_id)
 
-    def start(self, tables: Iterable[Table]) -> None:
-        """Hash `tables` in the background, then close the connection. Call it while the exporting
-        transaction lives: a short load can end before the import did."""
+    def start(self, tables: Iterable[Table], known: Mapping[TableRef, str] | None = None) -> None:
+        """Hash `tables` in the background, then close the connection; `known` digests, already
+        computed in the snapshot, are not hashed again. Call it while the exporting transaction
+        lives: a short load can end before the import did."""
         wait([self.attached])
+        known = known or {}
         for table in tables:
-            self.pending[table.ref] = self.pool.submit(self.compute, table)
+            if table.ref in known:
+                self.pending[table.ref] = Future()
+                self.pending[table.ref].set_result(known[table.ref])
+            else:
+                self.pending[table.ref] = self.pool.submit(self.compute, table)
         self.pool.submit(self.close)
         self.pool.shutdown(wait=False)
 

@@ -19,19 +19,27 @@ import psycopg
 from psycopg import sql
 
 from .catalog import Catalog, Table, TableRef
-from .digest import NOT_HASHED, SnapshotDigests
+from .compare import MAX_CHANGED_SHARE, KeyedShape, compare, delete_keys, has_rows, range_key
+from .digest import NOT_HASHED, SnapshotDigests, count_rows
 from .endpoint import Endpoint, ThreadConnections, describe
 from .errors import CopyError, RefreshError
-from .graph import Plan, strongly_connected
+from .graph import Plan, strongly_connected, views_to_refresh
 from .indexes import build_indexes, drop_indexes, rebuilt_indexes
 from .sequences import sequence_pairs, sync_sequences
 from .shape import WHOLE, Shape
 from .snapshot import attach_snapshot
-from .stream import CopyStats, copy_format, stream_table
+from .stream import DELTA, UNCHANGED, CopyStats, copy_format, stream_table
 from .views import ViewStats, refresh_views
 
 REPLICA_ROLE = sql.SQL("SET LOCAL session_replication_role = replica")
 TRUNCATE = sql.SQL("TRUNCATE {tables}")  # never CASCADE: the selection guard names what's missing
+DELETE_ALL = sql.SQL("DELETE FROM {table}")  # a table others reference cannot be truncated alone
+# A delta that changes at least this share of a table's rows drops its plain indexes and builds
+# them again, as a whole copy does: cheaper than maintaining them row by row (HNSW above all).
+INDEX_REBUILD_SHARE = 0.1
+ASKED_FULL = "a full refresh was asked for"
+PARALLEL_FULL = "the parallel load copies whole tables"
+EMPTY_TARGET = "staging held no rows"
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -118,9 +126,14 @@ class Load:
     snapshot_id: str
     shapes: Mapping[TableRef, Shape]  # masked and subsetted tables; the others go whole
     gate: GateFn | None = None
+    # True: every table is emptied and copied whole. False (the atomic load only): each table is
+    # compared with the target, and only its changed keys are deleted and copied again.
+    full: bool = True
 
-    def truncate(self, dst: psycopg.Connection) -> None:
-        dst.execute(TRUNCATE.format(tables=sql.SQL(", ").join(r.ident() for r in self.plan.selected)))
+    def truncate(self, dst: psycopg.Connection, refs: Iterable[TableRef] | None = None) -> None:
+        refs = list(self.plan.selected if refs is None else refs)
+        if refs:
+            dst.execute(TRUNCATE.format(tables=sql.SQL(", ").join(r.ident() for r in refs)))
 
     def copy_one(self, src: psycopg.Connection, dst: psycopg.Connection, ref: TableRef,
                  truncated_here: bool = False) -> Generator[TableStreaming, None, CopyStats]:
@@ -129,15 +142,79 @@ class Load:
         `truncated_here`: the TRUNCATE is in this transaction, so COPY may FREEZE the rows and
         no later read or vacuum rewrites the pages to set hint bits.
         """
-        started = time.perf_counter()
         table = self.plan.catalog.table(ref)
-        deferred = rebuilt_indexes(self.target_catalog.table(ref))
+        return (yield from self.stream_rows(src, dst, table, self.shapes.get(ref, WHOLE),
+                                            freeze=truncated_here and not table.partitioned, rebuild=True))
+
+    def stream_rows(self, src: psycopg.Connection, dst: psycopg.Connection, table: Table, shape: Shape,
+                    freeze: bool, rebuild: bool) -> Generator[TableStreaming, None, CopyStats]:
+        """The stream of `shape`'s rows into the target's table; with `rebuild`, its plain indexes
+        are dropped first and built again after."""
+        started = time.perf_counter()
+        deferred = rebuilt_indexes(self.target_catalog.table(table.ref)) if rebuild else ()
         drop_indexes(dst, table, deferred)
         streaming = stream_table(src, dst, table, copy_format(table, self.plan.catalog, self.target_catalog),
-                                 self.shapes.get(ref, WHOLE), freeze=truncated_here and not table.partitioned)
-        stats = yield from mapped(streaming, lambda tick: TableStreaming(ref, *tick, table.estimated_rows))
+                                 shape, freeze=freeze)
+        stats = yield from mapped(streaming, lambda tick: TableStreaming(table.ref, *tick, table.estimated_rows))
         build_indexes(dst, table, deferred, stats.bytes)
         return replace(stats, seconds=time.perf_counter() - started)  # the whole table, rebuilds included
+
+    def whole_tables(self, dst: psycopg.Connection) -> tuple[dict[TableRef, str], dict[TableRef, tuple[str, ...]]]:
+        """Which tables go whole, and why; the others' keys, for comparing them."""
+        if self.full:
+            return {ref: ASKED_FULL for ref in self.plan.selected}, {}
+        whole, keys = {}, {}
+        for ref in self.plan.selected:
+            source, target = self.plan.catalog.table(ref), self.target_catalog.table(ref)
+            key, why = range_key(source, target)
+            if not key:
+                whole[ref] = why
+            elif not has_rows(dst, target):
+                whole[ref] = EMPTY_TARGET
+            else:
+                keys[ref] = key
+        return whole, keys
+
+    def empty(self, dst: psycopg.Connection, whole: Iterable[TableRef]) -> set[TableRef]:
+        """Empty the tables that go whole: one TRUNCATE of those no other table references, or
+        that go whole with every table referencing them; DELETE for the rest. The truncated
+        ones come back, for COPY FREEZE."""
+        truncated = set(whole)
+        kept = True
+        while kept:
+            kept = False
+            for fk in self.plan.catalog.foreign_keys:
+                if fk.parent in truncated and fk.child not in truncated:
+                    truncated.discard(fk.parent)
+                    kept = True
+        self.truncate(dst, sorted(truncated))
+        for ref in sorted(set(whole) - truncated):
+            dst.execute(DELETE_ALL.format(table=ref.ident()))
+        return truncated
+
+    def copy_difference(self, src: psycopg.Connection, dst: psycopg.Connection, ref: TableRef,
+                        key: tuple[str, ...]) -> Generator[TableStreaming, None, CopyStats]:
+        """Compare the table with the target; delete and copy again the rows of its changed keys
+        (readers keep reading the old rows until the commit), or the whole table when most changed."""
+        started = time.perf_counter()
+        table, shape = self.plan.catalog.table(ref), self.shapes.get(ref, WHOLE)
+        compared = compare(src, dst, table, key, shape)
+        known = dict(compared_rows=compared.source_rows, source_digest=compared.source_digest)
+        if compared.unchanged:
+            fmt = copy_format(table, self.plan.catalog, self.target_catalog)
+            return CopyStats(compared.source_rows, 0, time.perf_counter() - started, fmt, UNCHANGED, copied_rows=0,
+                             target_digest=compared.target_digest, **known)
+        if compared.changed is None:
+            deleted = count_rows(dst, ref)  # all of them go
+            stats = yield from self.copy_one(src, dst, ref, truncated_here=ref in self.empty(dst, [ref]))
+            return replace(stats, seconds=time.perf_counter() - started, deleted_rows=deleted,
+                           reason=f"more than {MAX_CHANGED_SHARE:.0%} of its rows changed", **known)
+        deleted = delete_keys(dst, table, key, compared.changed)
+        rebuild = len(compared.changed) >= INDEX_REBUILD_SHARE * max(compared.source_rows, 1)
+        stats = yield from self.stream_rows(src, dst, table, KeyedShape.of(shape, key, compared.changed),
+                                            freeze=False, rebuild=rebuild)
+        return replace(stats, rows=compared.source_rows, copied_rows=stats.rows, deleted_rows=deleted, path=DELTA,
+                       reason="indexes rebuilt" if rebuild else "", seconds=time.perf_counter() - started, **known)
 
     def gated(self, src: psycopg.Connection, dst: psycopg.Connection,
               copied: Mapping[TableRef, CopyStats]) -> Iterator[object]:
@@ -146,10 +223,12 @@ class Load:
                 yield from self.gate(src, dst, table_copy(self.plan.catalog, self.target_catalog, ref, stats,
                                                            self.snapshot_id))
 
-    def finish(self, src: psycopg.Connection, dst: psycopg.Connection) -> dict[TableRef, ViewStats]:
-        """After every table: the materialized views that read them, then the sequences (setval
-        cannot be rolled back, so it comes last)."""
-        views = refresh_views(dst, self.plan.views)
+    def finish(self, src: psycopg.Connection, dst: psycopg.Connection,
+               done: Mapping[TableRef, CopyStats]) -> dict[TableRef, ViewStats]:
+        """After every table: the materialized views that read a table that changed, then the
+        sequences (setval cannot be rolled back, so it comes last)."""
+        changed = [ref for ref, stats in done.items() if stats.path != UNCHANGED]
+        views = refresh_views(dst, views_to_refresh(self.plan.catalog.materialized_views, changed))
         sync_sequences(src, dst, sequence_pairs(self.plan, self.target_catalog))
         return views
 
@@ -159,13 +238,18 @@ class Load:
         try:
             with dst.transaction():
                 dst.execute(REPLICA_ROLE)  # FK and user triggers stay quiet; SET LOCAL ends with the transaction
-                self.truncate(dst)
+                whole, keys = self.whole_tables(dst)
+                truncated = self.empty(dst, whole)
                 for batch in self.plan.batches:
                     for ref in batch:
-                        done[ref] = yield from self.copy_one(src, dst, ref, truncated_here=True)
+                        if ref in keys:
+                            done[ref] = yield from self.copy_difference(src, dst, ref, keys[ref])
+                        else:
+                            stats = yield from self.copy_one(src, dst, ref, truncated_here=ref in truncated)
+                            done[ref] = replace(stats, reason=whole[ref])
                         yield TableCopied(ref, done[ref])
                 yield from self.gated(src, dst, done)  # after the last table, so a cycle's members are all loaded
-                views = self.finish(src, dst)
+                views = self.finish(src, dst, done)
         except psycopg.Error as exc:
             where = next((r for b in self.plan.batches for r in b if r not in done), "the materialized views")
             raise CopyError(
@@ -204,7 +288,7 @@ class Load:
                 if failed:  # deeper levels would point at what failed to load
                     return Loaded(done, failed, {})
         with dst.transaction():
-            return Loaded(done, failed, self.finish(src, dst))
+            return Loaded(done, failed, self.finish(src, dst, done))
 
     def unit_events(self, wsrc: psycopg.Connection, wdst: psycopg.Connection, unit: tuple[TableRef, ...],
                     done: dict[TableRef, CopyStats]) -> Iterator[object]:
@@ -214,7 +298,8 @@ class Load:
         with wdst.transaction():
             wdst.execute(REPLICA_ROLE)
             for ref in unit:
-                stats[ref] = yield from self.copy_one(wsrc, wdst, ref)
+                copied = yield from self.copy_one(wsrc, wdst, ref)
+                stats[ref] = replace(copied, reason=PARALLEL_FULL)
             yield from self.gated(wsrc, wdst, stats)
         done.update(stats)
         for ref, copied in stats.items():

@@ -51,6 +51,9 @@ class RefreshOptions:
     # 1: one target transaction, all or nothing. More: level by level on that many connection
     # pairs, a transaction per table (or FK cycle); a failure leaves no table without its parents.
     workers: int = 1
+    # False: each table is compared with the target and only its difference copied (the atomic
+    # load). True: every table is emptied and copied whole, as the parallel load always does.
+    full: bool = False
     shaping: Shaping | None = None  # masking and subset, evaluated by the source in the snapshot
     rls_expected: tuple[str, ...] = ()  # schema.table patterns whose RLS must be on
     # Which checks run: the blocking ones in the load, the others after COMMIT. The product
@@ -60,12 +63,12 @@ class RefreshOptions:
 
     @classmethod
     def resolve(cls, state: Catalog, selected: Iterable[TableRef] | None, policy: str | None, salt: str | None,
-                workers: int = 1, rls_expected: tuple[str, ...] = ()) -> RefreshOptions:
+                workers: int = 1, rls_expected: tuple[str, ...] = (), full: bool = False) -> RefreshOptions:
         """A run's selection planned and its policy read, once: a bad one is refused here, before
         anything runs. An empty selection refreshes no table (a run of views or checks alone)."""
         chosen = None if selected is None else tuple(sorted(set(selected)))
         plan = make_plan(state, chosen) if chosen is None or chosen else None
-        return cls(selected=plan.selected if plan else (), state=state, workers=workers,
+        return cls(selected=plan.selected if plan else (), state=state, workers=workers, full=full,
                    shaping=shaping_for(policy, state, salt), rls_expected=rls_expected, plan=plan)
 
     @property
@@ -171,14 +174,16 @@ def refresh_events(source: Endpoint, target: Endpoint, options: RefreshOptions =
             digests = SnapshotDigests(source, snapshot_id, shapes)
             try:
                 load = Load(plan, target_catalog, source, target, snapshot_id, shapes,
-                            verifier.gate if IN_LOAD in options.check_phases else None)
+                            verifier.gate if IN_LOAD in options.check_phases else None,
+                            full=options.full or options.workers > 1)
                 loaded = yield from (load.atomically(src, dst) if options.workers == 1
                                      else load.in_parallel(src, dst, options.workers))
             except BaseException:
                 digests.abandon()
                 raise
             if AFTER_COMMIT in options.check_phases:
-                digests.start(plan.catalog.table(ref) for ref in loaded.tables)  # after COMMIT, beside the checks
+                known = {ref: s.source_digest for ref, s in loaded.tables.items() if s.source_digest}
+                digests.start((plan.catalog.table(ref) for ref in loaded.tables), known)  # after COMMIT, beside the checks
             else:
                 digests.abandon()
         finally:

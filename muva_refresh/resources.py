@@ -3,6 +3,8 @@ in the same process hands a run (a listener, options it already resolved)."""
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import dagster as dg
 
 from .catalog import TableRef
@@ -27,18 +29,19 @@ class PreparedRuns:
     run launched elsewhere finds none and resolves its own."""
 
     def __init__(self) -> None:
-        self.next: tuple[RefreshOptions, str, int] | None = None
+        self.next: tuple[RefreshOptions, dict[str, Any]] | None = None
 
-    def hand_over(self, options: RefreshOptions, policy: str, workers: int) -> None:
-        self.next = (options, policy, workers)
+    def hand_over(self, options: RefreshOptions, config: Mapping[str, Any]) -> None:
+        """`config`: the run config of the refresh op the options were resolved for."""
+        self.next = (options, dict(config))
 
-    def claim(self, tables: tuple[TableRef, ...], policy: str, workers: int) -> RefreshOptions | None:
+    def claim(self, tables: tuple[TableRef, ...], config: dg.Config) -> RefreshOptions | None:
         """The handed-over options, once, if they are for exactly this run's tables and config."""
         handed, self.next = self.next, None
         if handed is None:
             return None
-        options, handed_policy, handed_workers = handed
-        same = options.selected == tables and handed_policy == policy and handed_workers == workers
+        options, handed_config = handed
+        same = options.selected == tables and all(getattr(config, k) == v for k, v in handed_config.items())
         return options if same else None
 
 

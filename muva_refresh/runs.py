@@ -85,24 +85,27 @@ class Runner:
         self.prepared = PreparedRuns()
         self.defs = build_definitions(catalog, self.settings, self.translator, progress, self.prepared)
 
-    def resolve(self, selected: Sequence[TableRef] | None, policy: str, workers: int = 1) -> RefreshOptions:
-        """The run's selection and policy, resolved once: a bad one is refused before Dagster starts,
-        and the run is handed what was resolved."""
-        options = RefreshOptions.resolve(self.catalog, selected, policy or self.settings.policy,
-                                         self.settings.mask_salt, workers, self.settings.rls_expected)
-        self.prepared.hand_over(options, policy, workers)
+    def resolve(self, selected: Sequence[TableRef] | None, config: Mapping[str, Any]) -> RefreshOptions:
+        """The run's selection and policy (`config` as the refresh op takes it), resolved once: a bad
+        one is refused before Dagster starts, and the run is handed what was resolved."""
+        options = RefreshOptions.resolve(self.catalog, selected, config.get("policy") or self.settings.policy,
+                                         self.settings.mask_salt, config.get("workers", 1),
+                                         self.settings.rls_expected, config.get("full", False))
+        self.prepared.hand_over(options, config)
         return options
 
-    def refresh(self, selected: Sequence[TableRef] | None, workers: int, policy: str = "") -> JobOutcome:
-        options = self.resolve(selected, policy, workers)
-        config = {"ops": {TABLE_ASSETS_NAME: {"config": {"workers": workers, "policy": policy}}}}
+    def refresh(self, selected: Sequence[TableRef] | None, workers: int, policy: str = "",
+                full: bool = False) -> JobOutcome:
+        op_config = {"workers": workers, "policy": policy, "full": full}
+        options = self.resolve(selected, op_config)
+        config = {"ops": {TABLE_ASSETS_NAME: {"config": op_config}}}
         keys = {self.keys.key_of[r] for r in selected} if selected else set(self.keys.key_of.values())
         job = self.defs.resolve_job_def(REFRESH_JOB).get_subset(
             asset_selection=keys, asset_check_selection=self.check_keys(selected, options))
         return self.execute(job, config)
 
     def validate(self, selected: Sequence[TableRef] | None, policy: str = "") -> JobOutcome:
-        options = self.resolve((), policy)
+        options = self.resolve((), {"policy": policy})
         job = self.defs.resolve_job_def(VALIDATE_JOB).get_subset(
             asset_check_selection=self.check_keys(selected, options))
         return self.execute(job, {"ops": {TABLE_ASSETS_NAME: {"config": {"policy": policy}}}})

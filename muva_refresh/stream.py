@@ -27,12 +27,27 @@ USER_TYPE_OIDS_IGNORED = 150000
 Tick = tuple[int, "int | None"]
 
 
+FULL, DELTA, UNCHANGED = "full", "delta", "unchanged"  # how a table was refreshed
+
+
 @dataclass(frozen=True)
 class CopyStats:
-    rows: int
-    bytes: int
+    rows: int  # the rows the source sends at the snapshot, which the target holds after the load
+    bytes: int  # copied
     seconds: float
     format: str  # "binary" or "text"
+    path: str = FULL
+    reason: str = ""  # why a table went whole, or how its difference was written
+    copied_rows: int | None = None  # None: all of `rows`
+    deleted_rows: int = 0  # of the target's, before the copy (a delta's changed keys)
+    compared_rows: int = 0  # the source's rows whose hashes were compared with the target's
+    source_digest: str | None = None  # known when the comparison hashed the source
+    # The target's digest at the commit, when the comparison hashed it and the load did not write the
+    # table after (unchanged: writers waited for the commit, so it still holds then).
+    target_digest: str | None = None
+    @property
+    def copied(self) -> int:
+        return self.rows if self.copied_rows is None else self.copied_rows
 
     @property
     def mb_per_s(self) -> float:

@@ -18,12 +18,14 @@ from .catalog import Catalog, MaterializedView, Table, TableRef
 from .checks import CHECKS, WARN, CheckOutcome
 from .graph import Plan
 from .refresh import RefreshReport
-from .stream import CopyStats
+from .stream import FULL, CopyStats
 from .views import ViewStats
 
 VIEWS_GROUP = "materialized_views"
+PRODUCTION_GROUP = "production"
 # Materialization metadata the translator writes and reads back.
 ROWS, BYTES, SECONDS, MB_PER_S, FORMAT = "rows", "bytes", "seconds", "MB/s", "copy_format"
+PATH, WHY, COPIED, DELETED, COMPARED = "path", "path_reason", "rows_copied", "rows_deleted", "rows_compared"
 
 
 def key_part(name: str) -> str:
@@ -39,6 +41,21 @@ class TableTranslator:
 
     def asset_key(self, ref: TableRef) -> dg.AssetKey:
         return dg.AssetKey([key_part(p) for p in ref.short_parts])
+
+    def source_key(self, ref: TableRef) -> dg.AssetKey:
+        """The table on production, which its staging table's asset reads."""
+        return dg.AssetKey([PRODUCTION_GROUP, *self.asset_key(ref).path])
+
+    def source_spec(self, table: Table) -> dg.AssetSpec:
+        return dg.AssetSpec(
+            key=self.source_key(table.ref),
+            group_name=PRODUCTION_GROUP,
+            kinds={"postgres"},
+            description=f"Table {table.ref} on production. Observing it reads the server's statistics "
+                        "counters of the table, not its rows: a new data version means its rows may have "
+                        "changed, and marks the staging table as unsynced.",
+            metadata={"dagster/table_name": str(table.ref)},
+        )
 
     def keys(self, catalog: Catalog) -> TableKeys:
         refs = [t.ref for t in catalog.tables] + [v.ref for v in catalog.materialized_views]
@@ -86,7 +103,7 @@ class TableTranslator:
     def asset_spec(self, table: Table, plan: Plan) -> dg.AssetSpec:
         return dg.AssetSpec(
             key=self.asset_key(table.ref),
-            deps=[self.asset_key(p) for p in plan.parents[table.ref]],
+            deps=[self.asset_key(p) for p in plan.parents[table.ref]] + [self.source_key(table.ref)],
             group_name=self.group_name(table, plan),
             kinds={"postgres"},
             description=self.description(table, plan),
@@ -136,6 +153,11 @@ class TableTranslator:
             SECONDS: dg.MetadataValue.float(round(stats.seconds, 4)),
             MB_PER_S: dg.MetadataValue.float(round(stats.mb_per_s, 2)),
             FORMAT: stats.format,
+            PATH: stats.path,  # unchanged, delta or full
+            WHY: stats.reason,
+            COPIED: dg.MetadataValue.int(stats.copied),
+            DELETED: dg.MetadataValue.int(stats.deleted_rows),
+            COMPARED: dg.MetadataValue.int(stats.compared_rows),
             "snapshot_id": report.snapshot_id,
             "source_server_version": dg.MetadataValue.int(report.source_version),
             "target_server_version": dg.MetadataValue.int(report.target_version),
@@ -152,7 +174,13 @@ class TableTranslator:
     def copy_stats(self, metadata: Mapping[str, Any]) -> CopyStats:
         """The stats a materialization recorded, read back from what `materialization_metadata` wrote."""
         plain = plain_metadata(metadata)
-        return CopyStats(plain[ROWS], plain[BYTES], plain[SECONDS], plain[FORMAT])
+        return CopyStats(plain[ROWS], plain[BYTES], plain[SECONDS], plain[FORMAT], plain.get(PATH, FULL),
+                         plain.get(WHY, ""), plain.get(COPIED), plain.get(DELETED, 0), plain.get(COMPARED, 0))
+
+    def data_version(self, ref: TableRef, stats: CopyStats, report: RefreshReport) -> dg.DataVersion:
+        """The table's content at the snapshot: the source's row digest (waits for it when the
+        table went whole and is still being hashed)."""
+        return dg.DataVersion(stats.source_digest or report.digests.digest(ref))
 
 
 class TableKeys:

@@ -7,7 +7,7 @@ from muva_refresh.catalog import TableRef
 from muva_refresh.checks import CHECKS, ERROR, WARN, CheckOutcome, CheckSettings, validate_live
 from muva_refresh.endpoint import Endpoint
 from muva_refresh.errors import BlockingCheckError
-from muva_refresh.refresh import refresh_events
+from muva_refresh.refresh import RefreshOptions, refresh_events
 from muva_refresh.settings import TableFilter
 
 from .support import checked_refresh
@@ -190,7 +190,7 @@ def test_a_blocking_check_failure_rolls_the_whole_refresh_back(pg):
         conn.execute("ALTER TABLE customer ENABLE ALWAYS TRIGGER drop_odd")
     outcomes = []
     with pytest.raises(BlockingCheckError, match=r"public\.customer: 25 rows on the target, 50 on the source.*rolled back"):
-        for event in refresh_events(source, target):
+        for event in refresh_events(source, target, RefreshOptions(full=True)):
             if isinstance(event, CheckOutcome):
                 outcomes.append(event)
     failed = [o for o in outcomes if not o.passed]

@@ -93,7 +93,7 @@ def test_a_refresh_already_running_is_refused_in_two_lines(env):
 def test_a_failed_copy_says_which_table_and_exits_1(env):
     _, target = env
     plant_copy_failure(target)
-    done = muva("refresh")
+    done = muva("refresh", "--full")
     assert done.returncode == 1
     assert done.stderr.startswith("error: copy failed at public.customer: new row for relation \"customer\" "
                                   "violates check constraint \"no_seven\"; the target was rolled back")
@@ -116,5 +116,5 @@ def test_a_large_table_shows_live_progress_on_a_terminal_only():
         assert ("12.50 MB so far, ~4,333 rows in all" in text) is live
         assert ("2.00 MB so far, 1,500 of ~6,000 rows" in text) is live
         last = text.split("\r\033[K")[-1]  # on a terminal the live line is cleared before the table's line
-        assert last.startswith("  code_embeddings ") and last.endswith(" 4,333 rows     30.00 MB   2.000 s     15.0 MB/s  binary\n")
+        assert last.startswith("  code_embeddings ") and last.endswith(" 4,333 rows     30.00 MB   2.000 s     15.0 MB/s  binary  whole\n")
         assert text.count("\n") == 1 and ("\r" in text) is live

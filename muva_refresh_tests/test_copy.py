@@ -33,6 +33,8 @@ def pair(pg):
         conn.execute("INSERT INTO customer (region_id, name) VALUES (9, 'stale customer')")
     return Endpoint("source", source), Endpoint("target", target)
 
+WHOLE = RefreshOptions(full=True)  # every table copied, whatever it holds
+
 
 def test_refresh_makes_every_table_equal_and_removes_stale_rows(pair):
     source, target = pair
@@ -144,7 +146,7 @@ def test_a_failed_copy_rolls_back_and_leaves_the_target_as_it_was(pair):
     before = table_fingerprints(target.dsn)
     plant_copy_failure(target.dsn)
     with pytest.raises(CopyError, match=r"public\.customer.*rolled back"):
-        refresh(source, target)
+        refresh(source, target, WHOLE)
     assert table_fingerprints(target.dsn) == before
 
 
@@ -260,7 +262,7 @@ def test_a_copy_reports_its_progress_while_it_streams(pair, pg15, monkeypatch, a
     if across_versions:  # text format
         source = Endpoint("source", pg15.database_from_sql("x15", "twists.sql"))
     monkeypatch.setattr(stream, "TICK_SECONDS", 0)  # every block ticks, as a large table's would
-    ticks = [e for e in refresh_events(source, target) if isinstance(e, TableStreaming)]
+    ticks = [e for e in refresh_events(source, target, WHOLE) if isinstance(e, TableStreaming)]
     by_table = {e.ref.name: (e.bytes, e.rows) for e in ticks}
     if across_versions:
         assert by_table["customer"][1] == 50 and by_table["customer"][0] > 0  # text: rows are counted

@@ -33,8 +33,15 @@ def hostile_env(pg, tmp_path, monkeypatch):
     return source, target, catalog
 
 
-def specs_by_table_name(definitions: dg.Definitions) -> dict[str, dg.AssetSpec]:
-    return {s.metadata["dagster/table_name"]: s for s in definitions.resolve_all_asset_specs()}
+def specs_by_table_name(definitions: dg.Definitions, group: str | None = None) -> dict[str, dg.AssetSpec]:
+    """The staging tables' specs by table name; production's with group="production"."""
+    return {s.metadata["dagster/table_name"]: s for s in definitions.resolve_all_asset_specs()
+            if (s.group_name == "production") == (group == "production")}
+
+
+def table_deps(spec: dg.AssetSpec) -> list[dg.AssetKey]:
+    """The FK parents a staging table depends on, leaving out the production table it reads."""
+    return [d.asset_key for d in spec.deps if d.asset_key.path[0] != "production"]
 
 
 def test_key_parts_are_dagster_safe_and_distinct():
@@ -50,13 +57,16 @@ def test_definitions_come_from_the_saved_state_without_a_database(hostile_env, m
     specs = specs_by_table_name(loaded)
     invoice = specs['Billing Ops.Invoice "Line".v2']
     assert invoice.key.path[0].startswith("Billing_Ops_") and invoice.key.path[1].startswith("Invoice__Line__v2_")
-    assert [d.asset_key for d in invoice.deps] == [specs["Billing Ops.Customer"].key]
+    assert table_deps(invoice) == [specs["Billing Ops.Customer"].key]
+    production = specs_by_table_name(loaded, "production")['Billing Ops.Invoice "Line".v2']
+    assert production.key == dg.AssetKey(["production", *invoice.key.path])
+    assert {d.asset_key for d in invoice.deps} - set(table_deps(invoice)) == {production.key}
     assert invoice.group_name == "level_1" and invoice.kinds == {"postgres"}
     assert "Customer ID" in invoice.description
     columns = {c.name: c for c in invoice.metadata["dagster/column_schema"].columns}
     assert columns["Line No"].constraints.other == ["primary key"]
     assert specs["public.customer"].key == dg.AssetKey(["customer"])
-    assert {d.asset_key for d in specs["public.item"].deps} == {dg.AssetKey(["person"]), dg.AssetKey(["shelf"])}
+    assert set(table_deps(specs["public.item"])) == {dg.AssetKey(["person"]), dg.AssetKey(["shelf"])}
     assert "generated, not copied" in {
         o for c in specs["public.customer"].metadata["dagster/column_schema"].columns for o in c.constraints.other
     }

@@ -18,7 +18,7 @@ from muva_refresh.catalog import Catalog
 from muva_refresh.demo import dagster_dev
 from muva_refresh.demo.dagster_dev import DagsterDev
 from muva_refresh.graph import make_plan
-from muva_refresh.translator import TableTranslator
+from muva_refresh.translator import PRODUCTION_GROUP, TableTranslator
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -94,18 +94,21 @@ def dev() -> Iterator[DagsterDev]:
 
 @pytest.fixture(scope="module")
 def expected_graph(dev: DagsterDev) -> dict[str, tuple[str, set[str]]]:
-    """asset key -> (group, upstream keys), computed from the same state file the UI loaded."""
+    """asset key -> (group, upstream keys), computed from the same state file the UI loaded: each
+    staging table reads its FK parents and its production table, which reads nothing."""
     catalog = Catalog.load(Path(dev.env["MUVA_STATE_PATH"]))
     plan = make_plan(catalog)
     translator = TableTranslator()
     key_of = translator.keys(catalog).key_of
-    return {
+    staging = {
         key_of[t.ref].to_user_string(): (
             translator.group_name(t, plan),
-            {key_of[p].to_user_string() for p in plan.parents[t.ref]},
+            {key_of[p].to_user_string() for p in plan.parents[t.ref]} | {translator.source_key(t.ref).to_user_string()},
         )
         for t in catalog.tables
     }
+    production = {translator.source_key(t.ref).to_user_string(): (PRODUCTION_GROUP, set()) for t in catalog.tables}
+    return {**staging, **production}
 
 
 def asset_nodes(dev: DagsterDev) -> dict[str, tuple[str, set[str]]]:
@@ -133,7 +136,7 @@ def test_asset_graph_matches_the_fk_plan(dev: DagsterDev, expected_graph) -> Non
     # The graph the UI draws comes from this query; it holds even where no browser is installed.
     nodes = asset_nodes(dev)
     assert nodes == expected_graph
-    assert len(nodes) == 42
+    assert len(nodes) == 2 * 42
     assert {"guest_reservations", "accommodation_units"} <= nodes["reservation_accommodations"][1]
 
 
@@ -157,7 +160,7 @@ def test_asset_graph_materialize_all_and_checks_in_the_browser(dev: DagsterDev, 
             page.goto(f"{dev.url}/asset-groups")
             expect(page.get_by_text("Global asset lineage")).to_be_visible()
             groups = sorted({group for group, _ in expected_graph.values()})
-            assert groups == [f"level_{n}" for n in range(5)]
+            assert groups == [f"level_{n}" for n in range(5)] + [PRODUCTION_GROUP]
             for group in groups:
                 expect(page.locator("svg foreignObject.group", has_text=group)).to_have_count(1)
             page.screenshot(path=str(SCREENSHOTS / "asset_graph.png"))
@@ -165,7 +168,8 @@ def test_asset_graph_materialize_all_and_checks_in_the_browser(dev: DagsterDev, 
             # The sidebar lists each group's tables once the group is opened.
             rows = page.locator("[class*=AssetSidebarNode_itemContainer]")
             seen: dict[str, set[str]] = {}
-            for group in groups:
+            levels = [g for g in groups if g != PRODUCTION_GROUP]  # production's 42 rows outgrow the rendered list
+            for group in levels:
                 toggle = rows.filter(has=page.locator(f"[title='{group}']")).get_by_role("img", name="arrow_drop_down")
                 toggle.click()
                 expect(rows).to_have_count(len(groups) + sum(1 for g, _ in expected_graph.values() if g == group))
@@ -174,7 +178,7 @@ def test_asset_graph_materialize_all_and_checks_in_the_browser(dev: DagsterDev, 
                     page.screenshot(path=str(SCREENSHOTS / "asset_graph_level_1_tables.png"))
                 toggle.click()
                 expect(rows).to_have_count(len(groups))
-            assert seen == {g: {k for k, (kg, _) in expected_graph.items() if kg == g} for g in groups}
+            assert seen == {g: {k for k, (kg, _) in expected_graph.items() if kg == g} for g in levels}
             assert "tenant_registry" in seen["level_0"] and "reservation_accommodations" in seen["level_4"]
 
             # Materialize all: the run it launches must succeed.
@@ -193,10 +197,13 @@ def test_asset_graph_materialize_all_and_checks_in_the_browser(dev: DagsterDev, 
             expect(page).to_have_url(re.compile(r"lineageScope=upstream"))
             names = page.locator("svg foreignObject [class*=AssetNode_assetName]")
             expect(names).to_have_count(len(expected_graph[table][1]) + 1)
-            assert set(names.all_inner_texts()) == {table} | expected_graph[table][1]
+            # A production table shows under its own name, as its staging table does.
+            assert set(names.all_inner_texts()) == {table} | {k.split("/")[-1] for k in expected_graph[table][1]}
             node = page.locator("svg foreignObject", has=page.locator("[class*=AssetNode_assetName]", has_text=table))
             # Capital M: the status line once the run's materialization shows, not "Never materialized".
-            expect_after_reloads(page, lambda timeout: expect(node).to_contain_text("Materialized", timeout=timeout))
+            # Its production table shows under the same name, observed rather than materialized.
+            materialized = node.filter(has_text=re.compile("Materialized"))  # case-sensitive: not "Never materialized"
+            expect_after_reloads(page, lambda timeout: expect(materialized).to_have_count(1, timeout=timeout))
             page.screenshot(path=str(SCREENSHOTS / f"lineage_{table}.png"))
 
             # code_embeddings' Checks tab: every check evaluated, rls failed at WARN severity.
