@@ -347,7 +347,8 @@ def test_a_private_name_gone_from_dagster_falls_back_too(tmp_path):
     script = (
         "import sys\n"
         "import dagster_postgres.utils\n"
-        "del dagster_postgres.utils.pg_url_from_config  # as a release that moved it\n"
+        # The planted fault: a private helper storage.py imports is gone, as in a release that moved it.
+        "del dagster_postgres.utils.pg_url_from_config\n"
         "from muva_refresh.storage import KeptOpenSqliteEventLogStorage\n"
         "storage = KeptOpenSqliteEventLogStorage(sys.argv[1])\n"
         "print(type(storage).__name__)\n"
