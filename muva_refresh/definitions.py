@@ -49,7 +49,7 @@ def build_definitions(
     return dg.Definitions(
         assets=[observations, table_assets],
         jobs=[refresh_staging, validate_staging, observe],
-        sensors=[build_deploy_sensor(catalog, REFRESH_JOB, settings.deploy_marker_sql)],
+        sensors=[build_deploy_sensor(catalog, REFRESH_JOB, settings.deploy_marker_sql, translator)],
         resources=default_resources(progress, prepared),
         # One step per run already; in-process spares the ~2 s process start-up per step.
         executor=dg.in_process_executor,

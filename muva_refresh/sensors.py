@@ -2,21 +2,22 @@
 
 
 # No `from __future__ import annotations`: Dagster reads the sensor function's annotations.
+from typing import AbstractSet
+
 import dagster as dg
 import psycopg
 from psycopg import sql
 
 from .catalog import Catalog, catalog_drift, read_catalog
-from .endpoint import describe
+from .endpoint import Endpoint, describe
 from .errors import RefreshError
 from .guards import listed
 from .resources import PostgresDatabase
 from .settings import DEFAULT_MARKER_SQL, MARKER_SQL_VAR
+from .translator import TableTranslator
 
 SENSOR_NAME = "prod_deploy_sensor"
 DEPLOY_TAG = "muva_refresh/deploy"
-# The UI's "Materialize all" runs under Dagster's implicit asset job, not under the refresh job.
-IMPLICIT_ASSET_JOB = "__ASSET_JOB"
 ACTIVE_STATUSES = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -51,11 +52,13 @@ def read_marker(conn: psycopg.Connection, query: str) -> str | None:
     return str(row[0]).strip() or None
 
 
-def active_refresh(instance: dg.DagsterInstance, job_name: str) -> dg.DagsterRun | None:
-    for name in (job_name, IMPLICIT_ASSET_JOB):
-        runs = instance.get_runs(filters=dg.RunsFilter(job_name=name, statuses=ACTIVE_STATUSES), limit=1)
-        if runs:
-            return runs[0]
+def active_refresh(instance: dg.DagsterInstance, job_name: str,
+                   table_keys: AbstractSet[dg.AssetKey]) -> dg.DagsterRun | None:
+    """A queued or running run of `job_name`, or any that materializes a table, whatever its job:
+    the UI's "Materialize all" launches the tables under a job of Dagster's own."""
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=ACTIVE_STATUSES)):
+        if run.job_name == job_name or not table_keys.isdisjoint(run.asset_selection or ()):
+            return run
     return None
 
 
@@ -68,13 +71,57 @@ def drift_message(changes: list[str], marker: str) -> str:
     )
 
 
-def build_deploy_sensor(catalog: Catalog, job_name: str, query: str = DEFAULT_MARKER_SQL) -> dg.SensorDefinition:
+def connect_to_source(endpoint: Endpoint) -> psycopg.Connection | dg.SkipReason:
+    try:
+        return endpoint.with_connect_timeout(CONNECT_TIMEOUT_S).connect(read_only=True)
+    except (RefreshError, psycopg.Error) as exc:
+        return dg.SkipReason(f"cannot read the deploy marker: {describe(exc, endpoint)}")
+
+
+def marker_or_skip(conn: psycopg.Connection, query: str, endpoint: Endpoint) -> str | dg.SkipReason:
+    """The deploy marker, or why there is none to act on."""
+    try:
+        marker = read_marker(conn, query)
+    except psycopg.errors.UndefinedTable as exc:
+        return dg.SkipReason(
+            f"the deploy marker query `{query}` failed: {describe(exc, endpoint)}. "
+            f"Set {MARKER_SQL_VAR} to a query returning one text value that changes with "
+            f"each production deploy (e.g. from your migration tool's history table)."
+        )
+    except psycopg.Error as exc:
+        return dg.SkipReason(
+            f"the deploy marker query `{query}` failed: {describe(exc, endpoint)}; "
+            f"check {MARKER_SQL_VAR}."
+        )
+    if marker is None:
+        return dg.SkipReason(
+            f"the deploy marker query `{query}` returned no value (no rows or NULL); "
+            f"record a migration there, or set {MARKER_SQL_VAR} to a query that returns "
+            f"one text value per deploy."
+        )
+    return marker
+
+
+def drift_skip(conn: psycopg.Connection, catalog: Catalog, marker: str, endpoint: Endpoint) -> dg.SkipReason | None:
+    """Why the deploy cannot be refreshed with this code location's graph, or None when it can."""
+    try:
+        live = read_catalog(conn, catalog.table_filter)
+    except psycopg.Error as exc:
+        return dg.SkipReason(f"cannot read the source catalog: {describe(exc, endpoint)}")
+    changes = catalog_drift(catalog, live)
+    return dg.SkipReason(drift_message(changes, marker)) if changes else None
+
+
+def build_deploy_sensor(catalog: Catalog, job_name: str, query: str = DEFAULT_MARKER_SQL,
+                        translator: TableTranslator | None = None) -> dg.SensorDefinition:
     """A sensor that requests one `job_name` run per production deploy, read with `query`.
 
     `catalog` is the saved state the definitions were built from. On schema drift the sensor
     only reports: it does not refresh the state file itself, since that changes the asset graph
-    and needs a code reload.
+    and needs a code reload. `translator` names the table assets, so that a run of them under
+    any job holds a deploy back.
     """
+    table_keys = frozenset((translator or TableTranslator()).keys(catalog).key_of.values())
 
     @dg.sensor(
         job_name=job_name,
@@ -89,47 +136,26 @@ def build_deploy_sensor(catalog: Catalog, job_name: str, query: str = DEFAULT_MA
     ) -> dg.SensorResult | dg.SkipReason:
         # Every failure becomes a SkipReason: a raising sensor only fills the tick log with errors.
         endpoint = source.endpoint()
+        conn = connect_to_source(endpoint)
+        if isinstance(conn, dg.SkipReason):
+            return conn
         try:
-            conn = endpoint.with_connect_timeout(CONNECT_TIMEOUT_S).connect(read_only=True)
-        except (RefreshError, psycopg.Error) as exc:
-            return dg.SkipReason(f"cannot read the deploy marker: {describe(exc, endpoint)}")
-        try:
-            try:
-                marker = read_marker(conn, query)
-            except psycopg.errors.UndefinedTable as exc:
-                return dg.SkipReason(
-                    f"the deploy marker query `{query}` failed: {describe(exc, endpoint)}. "
-                    f"Set {MARKER_SQL_VAR} to a query returning one text value that changes with "
-                    f"each production deploy (e.g. from your migration tool's history table)."
-                )
-            except psycopg.Error as exc:
-                return dg.SkipReason(
-                    f"the deploy marker query `{query}` failed: {describe(exc, endpoint)}; "
-                    f"check {MARKER_SQL_VAR}."
-                )
-            if marker is None:
-                return dg.SkipReason(
-                    f"the deploy marker query `{query}` returned no value (no rows or NULL); "
-                    f"record a migration there, or set {MARKER_SQL_VAR} to a query that returns "
-                    f"one text value per deploy."
-                )
+            marker = marker_or_skip(conn, query, endpoint)
+            if isinstance(marker, dg.SkipReason):
+                return marker
             if marker == context.cursor:
                 return dg.SkipReason(f"no new deploy: {marker} was already requested")
 
-            running = active_refresh(context.instance, job_name)
+            running = active_refresh(context.instance, job_name, table_keys)
             if running is not None:
                 return dg.SkipReason(
                     f"deploy {marker} is waiting: a refresh is already queued or running "
                     f"(run id {running.run_id}, {running.status.value}); the next tick retries"
                 )
 
-            try:
-                live = read_catalog(conn, catalog.table_filter)
-            except psycopg.Error as exc:
-                return dg.SkipReason(f"cannot read the source catalog: {describe(exc, endpoint)}")
-            changes = catalog_drift(catalog, live)
-            if changes:
-                return dg.SkipReason(drift_message(changes, marker))
+            drift = drift_skip(conn, catalog, marker, endpoint)
+            if drift is not None:
+                return drift
         finally:
             conn.close()
 

@@ -8,55 +8,77 @@ how connections are held, write on a thread of their own while the process goes 
 out a NOTIFY no reader of this release listens to, so every process that reads dagster.yaml (the
 CLI, the webserver, the daemon, a run worker) writes the same tables the same way.
 
-They override private methods of Dagster's storages, so they refuse to load under any Dagster
-release but the one they were written against.
+They override private methods of Dagster's storages, checked against one release only. Under any
+other, or when a private name they import is gone, building one builds Dagster's own storage
+instead, with one warning per process: an upgrade makes refreshes slower, never stops them.
+This is the only module of the package that imports Dagster's private names.
 """
 
 from __future__ import annotations
 
 import atexit
+import functools
+import logging
 import os
 import queue
 import threading
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
+import dagster as dg
 import sqlalchemy as db
-from dagster import Field, StringSource
-from dagster import _check as check
-from dagster._core.events import DagsterEventType
-from dagster._core.events.log import EventLogEntry
+
+# Dagster's SQLite event log has no public import; this is the path Dagster's own docs give
+# dagster.yaml for it. Without it there is no SQLite storage to fall back to either.
 from dagster._core.storage.event_log import SqliteEventLogStorage
-from dagster._core.storage.sql import create_engine
-from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
-from dagster._serdes import ConfigurableClassData
-from dagster.version import __version__ as DAGSTER_VERSION
 from dagster_postgres import PostgresEventLogStorage
-from dagster_postgres.event_log.event_log import CHANNEL_NAME
-from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
 from sqlalchemy.pool import StaticPool
 
 from .errors import ConfigError
 
+try:  # the tuned storages' private helpers; without any of them, the storages are Dagster's own
+    from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+    from dagster_postgres.event_log.event_log import CHANNEL_NAME
+    from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
+except ImportError as missing:
+    MISSING_PRIVATE_NAME: str | None = str(missing)
+else:
+    MISSING_PRIVATE_NAME = None
+    NOTIFY_EVENT = f"NOTIFY {CHANNEL_NAME},"
+
+if TYPE_CHECKING:
+    from dagster._serdes import ConfigurableClassData
+
 WRITTEN_FOR_DAGSTER = "1.13.27"  # pyproject.toml pins dagster to this release
+DAGSTER_VERSION = dg.__version__
 OPEN_SHARDS = 8  # SQLite run files kept open at once; the webserver reads many runs
 # As dagster-postgres pools the webserver's connections (optimize_for_webserver): no ping per checkout.
 POSTGRES_POOL = {"pool_size": 2, "max_overflow": 8, "pool_recycle": 600}
-NOTIFY_EVENT = f"NOTIFY {CHANNEL_NAME},"
 WRITE_QUEUE_EVENTS = 512  # how far the writer may fall behind before Dagster waits for it
 WRITER_STARTING = threading.Lock()  # one writer thread per storage, whichever thread stores first
 PROBING = threading.local()  # set while a thread asks the schema, which no queued event changes
+LOGGER = logging.getLogger(__name__)
 
 
-def require_pinned_dagster(found: str = DAGSTER_VERSION) -> None:
-    if found != WRITTEN_FOR_DAGSTER:
-        raise ConfigError(
-            f"dagster.yaml names a muva_refresh event-log storage, written for dagster {WRITTEN_FOR_DAGSTER}, "
-            f"but dagster {found} is installed",
-            f"install dagster=={WRITTEN_FOR_DAGSTER} (as pyproject.toml pins it), or use Dagster's own storage "
-            "in dagster.yaml",
-        )
+@functools.cache
+def fallback_reason() -> str | None:
+    """Why this process builds Dagster's own storages instead of these, or None on the release
+    they were checked against. Decided, and warned about, once per process."""
+    if DAGSTER_VERSION == WRITTEN_FOR_DAGSTER and MISSING_PRIVATE_NAME is None:
+        return None
+    lacking = f" and lacks a name they import ({MISSING_PRIVATE_NAME})" if MISSING_PRIVATE_NAME else ""
+    reason = (
+        f"muva_refresh's event-log storages were checked against dagster {WRITTEN_FOR_DAGSTER}; dagster "
+        f"{DAGSTER_VERSION} is installed{lacking}"
+    )
+    LOGGER.warning(
+        "%s: they run as Dagster's own storages (the same tables and history, without kept connections or "
+        "background writes, so refreshes are slower). Install dagster==%s as pyproject.toml pins it, or check "
+        "muva_refresh/storage.py against dagster %s and set WRITTEN_FOR_DAGSTER to it.",
+        reason, WRITTEN_FOR_DAGSTER, DAGSTER_VERSION,
+    )
+    return reason
 
 
 class CachedSchemaProbes:
@@ -108,7 +130,7 @@ class WrittenInBackground:
     write is raised by the next call, and exit and dispose() wait for the queue.
     """
 
-    def store_event(self, event: EventLogEntry) -> None:
+    def store_event(self, event: dg.EventLogEntry) -> None:
         writer = self._writer()
         writer.raise_failure()
         if written_at_once(event):
@@ -117,7 +139,7 @@ class WrittenInBackground:
         else:
             writer.queue.put(event)
 
-    def write_event(self, event: EventLogEntry) -> None:
+    def write_event(self, event: dg.EventLogEntry) -> None:
         super().store_event(event)  # type: ignore[misc]
 
     def wait_for_writes(self) -> None:
@@ -144,14 +166,14 @@ class WrittenInBackground:
 class EventWriter:
     """The thread behind WrittenInBackground: one queue, written in order."""
 
-    def __init__(self, write: Callable[[EventLogEntry], None]):
-        self.queue: queue.Queue[EventLogEntry | None] = queue.Queue(WRITE_QUEUE_EVENTS)
+    def __init__(self, write: Callable[[dg.EventLogEntry], None]):
+        self.queue: queue.Queue[dg.EventLogEntry | None] = queue.Queue(WRITE_QUEUE_EVENTS)
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self.run, args=(write,), name="muva-event-writer", daemon=True)
         self.thread.start()
         atexit.register(self.stop)  # a process that never disposes its instance still stores everything
 
-    def run(self, write: Callable[[EventLogEntry], None]) -> None:
+    def run(self, write: Callable[[dg.EventLogEntry], None]) -> None:
         while True:
             event = self.queue.get()
             try:
@@ -177,10 +199,10 @@ class EventWriter:
         self.raise_failure()
 
 
-def written_at_once(event: EventLogEntry) -> bool:
+def written_at_once(event: dg.EventLogEntry) -> bool:
     dagster_event = event.dagster_event
     return (dagster_event is not None and dagster_event.is_job_event
-            and dagster_event.event_type != DagsterEventType.RUN_START)
+            and dagster_event.event_type != dg.DagsterEventType.RUN_START)
 
 
 class KeptOpenSqliteEventLogStorage(WrittenInBackground, CachedSchemaProbes, SqliteEventLogStorage):
@@ -192,26 +214,31 @@ class KeptOpenSqliteEventLogStorage(WrittenInBackground, CachedSchemaProbes, Sql
     touch of the file after each event tells it instead.
     """
 
+    def __new__(cls, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None) -> Any:
+        """Dagster's own storage instead, on a release this class was not checked against."""
+        if fallback_reason() is None:
+            return super().__new__(cls)
+        return SqliteEventLogStorage(base_dir or default_event_log_dir(), inst_data)
+
     def __init__(self, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None):
-        require_pinned_dagster()
         self._engines: OrderedDict[str, Any] = OrderedDict()
         self._engines_lock = threading.Lock()
         super().__init__(base_dir or default_event_log_dir(), inst_data)
 
     @classmethod
     def config_type(cls) -> Mapping[str, Any]:
-        return {"base_dir": Field(StringSource, is_required=False)}
+        return {"base_dir": dg.Field(dg.StringSource, is_required=False)}
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
-                          ) -> "KeptOpenSqliteEventLogStorage":
+                          ) -> SqliteEventLogStorage:
         return cls(config_value.get("base_dir"), inst_data=inst_data)
 
     def engine_for(self, shard: str) -> Any:
         with self._engines_lock:
             engine = self._engines.pop(shard, None)
             if engine is None:
-                engine = create_engine(
+                engine = db.create_engine(
                     self.conn_string_for_shard(shard),
                     poolclass=StaticPool,  # _db_lock already lets one thread in at a time
                     connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
@@ -226,7 +253,6 @@ class KeptOpenSqliteEventLogStorage(WrittenInBackground, CachedSchemaProbes, Sql
     def _connect(self, shard: str) -> Iterator[Any]:
         self.wait_for_writes()
         with self._db_lock:
-            check.str_param(shard, "shard")
             engine = self.engine_for(shard)
             if shard not in self._initialized_dbs:
                 self._initdb(engine)
@@ -234,7 +260,7 @@ class KeptOpenSqliteEventLogStorage(WrittenInBackground, CachedSchemaProbes, Sql
             with engine.connect() as conn, conn.begin():
                 yield conn
 
-    def write_event(self, event: EventLogEntry) -> None:
+    def write_event(self, event: dg.EventLogEntry) -> None:
         super().write_event(event)
         path = self.path_for_shard(event.run_id)
         if os.path.exists(path):
@@ -252,9 +278,15 @@ class PooledPostgresEventLogStorage(WrittenInBackground, CachedSchemaProbes, Pos
     """dagster-postgres's event log with a small connection pool instead of a connection per write,
     and without the NOTIFY after each event."""
 
+    def __new__(cls, postgres_url: str, should_autocreate_tables: bool = True,
+                inst_data: ConfigurableClassData | None = None, token_provider: Any = None) -> Any:
+        """Dagster's own storage instead, on a release this class was not checked against."""
+        if fallback_reason() is None:
+            return super().__new__(cls)
+        return PostgresEventLogStorage(postgres_url, should_autocreate_tables, inst_data, token_provider)
+
     def __init__(self, postgres_url: str, should_autocreate_tables: bool = True,
                  inst_data: ConfigurableClassData | None = None, token_provider: Any = None):
-        require_pinned_dagster()
         super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
         self._engine.dispose()
         self._engine = create_pg_engine(postgres_url, token_provider, isolation_level="AUTOCOMMIT", **POSTGRES_POOL)
@@ -267,7 +299,9 @@ class PooledPostgresEventLogStorage(WrittenInBackground, CachedSchemaProbes, Pos
 
     @classmethod
     def from_config_value(cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
-                          ) -> "PooledPostgresEventLogStorage":
+                          ) -> PostgresEventLogStorage:
+        if fallback_reason() is not None:  # dagster-postgres's own reading of the config
+            return PostgresEventLogStorage.from_config_value(inst_data, config_value)
         return cls(
             pg_url_from_config(config_value),
             config_value.get("should_autocreate_tables", True),

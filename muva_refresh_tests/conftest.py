@@ -149,3 +149,23 @@ def muva_env(pg, muva, tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     assert cli("introspect").code == 0
     return source, target
+
+
+REPO_INSTANCE = Path(__file__).resolve().parents[1] / "dagster.yaml"
+
+
+@pytest.fixture
+def postgres_instance(env, pg15, tmp_path, monkeypatch):
+    """DAGSTER_HOME holding the repo's dagster.yaml, storage in a fresh database on the second server."""
+    dsn = pg15.create_database("dagster_history")
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    home = tmp_path / "pg_home"
+    home.mkdir()
+    shutil.copy(REPO_INSTANCE, home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_PG_HOST", info.get("host", "127.0.0.1"))
+    monkeypatch.setenv("DAGSTER_PG_PORT", str(info.get("port", 5432)))
+    monkeypatch.setenv("DAGSTER_PG_USER", info.get("user", "postgres"))
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", info.get("password", ""))
+    monkeypatch.setenv("DAGSTER_PG_DB", info["dbname"])
+    return dsn

@@ -118,12 +118,16 @@ def test_a_refresh_in_progress_holds_the_deploy_back(source):
     assert result.run_requests == [] and result.cursor == "20251101000000"
     assert "already queued or running" in result.skip_message and busy.run_id in result.skip_message
 
-    # The UI's "Materialize all" runs under the implicit asset job; it counts too.
+    # The UI's "Materialize all" runs the tables under a job of Dagster's own; it counts too.
     instance.delete_run(busy.run_id)
-    ui_run = instance.add_run(dg.DagsterRun(job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTING))
+    ui_run = instance.add_run(dg.DagsterRun(job_name="launched_from_the_ui", status=dg.DagsterRunStatus.STARTING,
+                                            asset_selection=frozenset({dg.AssetKey("region"), dg.AssetKey("customer")})))
     assert ui_run.run_id in tick(sensor, source, cursor="20251101000000", instance=instance).skip_message
 
+    # Runs of other assets, or of no assets, and finished refreshes do not.
     instance.delete_run(ui_run.run_id)
+    instance.add_run(dg.DagsterRun(job_name="launched_from_the_ui", status=dg.DagsterRunStatus.STARTED,
+                                   asset_selection=frozenset({dg.AssetKey("unrelated")})))
     instance.add_run(dg.DagsterRun(job_name="some_other_job", status=dg.DagsterRunStatus.STARTED))
     instance.add_run(dg.DagsterRun(job_name=REFRESH_JOB, status=dg.DagsterRunStatus.SUCCESS))
     assert len(tick(sensor, source, cursor="20251101000000", instance=instance).run_requests) == 1

@@ -1,35 +1,38 @@
 """The event-log storages dagster.yaml names: connections kept between events, the same tables and
-the same watchers as Dagster's own storages, and only under the Dagster release they were written for."""
+the same watchers as Dagster's own storages, and Dagster's own storages under any other release."""
 
+import logging
+import os
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import dagster as dg
 import psycopg
 import pytest
-from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
-from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+import sqlalchemy as db
 from dagster_postgres import PostgresEventLogStorage
 
-from muva_refresh.errors import ConfigError
+from muva_refresh import storage as storage_module
 from muva_refresh.instance import CLI_INSTANCE
 from muva_refresh.storage import (
+    OPEN_SHARDS,
     WRITTEN_FOR_DAGSTER,
     KeptOpenSqliteEventLogStorage,
     PooledPostgresEventLogStorage,
-    require_pinned_dagster,
+    fallback_reason,
 )
 
 from .support import cli
-from .test_instance import postgres_instance  # noqa: F401  (a fixture)
+
+ANOTHER_RELEASE = "1.13.99"
 
 
-def message(run_id: str, text: str) -> EventLogEntry:
-    return EventLogEntry(error_info=None, level="INFO", user_message=text, run_id=run_id, timestamp=time.time())
+def message(run_id: str, text: str) -> dg.EventLogEntry:
+    return dg.EventLogEntry(error_info=None, level="INFO", user_message=text, run_id=run_id, timestamp=time.time())
 
 
 def test_the_cli_instance_stores_events_with_kept_open_files(env, tmp_path):
@@ -53,7 +56,8 @@ def test_a_watcher_hears_events_another_instance_stores(tmp_path):
 
     def on_event(entry, _cursor):
         heard.append(entry.user_message)
-        arrived.set()
+        if entry.user_message == "second":  # the first may be heard alone when its write comes late
+            arrived.set()
 
     reader.watch(run_id, None, on_event)
     try:
@@ -67,23 +71,39 @@ def test_a_watcher_hears_events_another_instance_stores(tmp_path):
         writer.dispose()
 
 
+def open_database_files(directory: Path) -> set[str]:
+    """The SQLite files under `directory` that this process holds open, as the OS lists them."""
+    held = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed since the listing
+            continue
+        if path.startswith(str(directory)) and path.endswith(".db"):
+            held.add(path)
+    return held
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts open files through /proc")
 def test_the_sqlite_storage_keeps_a_bounded_number_of_files_open(tmp_path):
     storage = KeptOpenSqliteEventLogStorage(str(tmp_path))
     try:
         for _ in range(12):
             storage.store_event(message(str(uuid.uuid4()), "hello"))
-        assert len(storage._engines) <= 8
+        storage.wait_for_writes()
+        assert 0 < len(open_database_files(tmp_path)) <= OPEN_SHARDS
     finally:
         storage.dispose()
+    assert open_database_files(tmp_path) == set()
 
 
-def test_a_refresh_on_the_pooled_postgres_storage_reads_back_through_dagsters_own(postgres_instance):  # noqa: F811
+def test_a_refresh_on_the_pooled_postgres_storage_reads_back_through_dagsters_own(postgres_instance):
     done = cli("refresh", "--json")
     assert done.code == 0, done.err
     with dg.DagsterInstance.get() as instance:
         storage = instance.event_log_storage
         assert type(storage) is PooledPostgresEventLogStorage
-        with storage._connect() as conn:
+        with storage.index_connection() as conn:
             assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
     plain = PostgresEventLogStorage(storage.postgres_url)
     try:
@@ -95,38 +115,31 @@ def test_a_refresh_on_the_pooled_postgres_storage_reads_back_through_dagsters_ow
         plain.dispose()
 
 
-def test_the_storages_refuse_another_dagster_release():
-    require_pinned_dagster(WRITTEN_FOR_DAGSTER)
-    with pytest.raises(ConfigError) as refused:
-        require_pinned_dagster("1.14.0")
-    assert f"written for dagster {WRITTEN_FOR_DAGSTER}" in str(refused.value)
-    assert "dagster 1.14.0 is installed" in str(refused.value)
-
-
-def materialization(run_id: str, asset: str) -> EventLogEntry:
-    event = DagsterEvent(DagsterEventType.ASSET_MATERIALIZATION.value, "refresh_staging",
-                         event_specific_data=StepMaterializationData(dg.AssetMaterialization(asset)))
-    return EventLogEntry(error_info=None, level="DEBUG", user_message="", run_id=run_id, timestamp=time.time(),
-                         dagster_event=event)
-
-
-def test_the_asset_key_columns_are_probed_once_per_storage(tmp_path, monkeypatch):
+def test_the_asset_key_columns_are_probed_once_per_storage(tmp_path):
     """Dagster reads the asset-key table's columns back before every asset event; a yes is kept."""
-    probed: list[str] = []
-    probe = SqlEventLogStorage._has_asset_key_col_on_connection
-    monkeypatch.setattr(SqlEventLogStorage, "_has_asset_key_col_on_connection",
-                        lambda self, conn, column: probed.append(column) or probe(self, conn, column))
-    storage = KeptOpenSqliteEventLogStorage(str(tmp_path))
+    column_reads: list[str] = []
+
+    def count_column_reads(conn, _cursor, statement, _parameters, _context, _executemany):
+        if conn.engine.url.database.startswith(str(tmp_path)) and 'table_xinfo("asset_keys")' in statement:
+            column_reads.append(statement)
+
+    config = {"module": "muva_refresh.storage", "class": "KeptOpenSqliteEventLogStorage",
+              "config": {"base_dir": str(tmp_path)}}
+    db.event.listen(db.engine.Engine, "before_cursor_execute", count_column_reads)
     try:
-        run_id = str(uuid.uuid4())
-        for asset in ("region", "customer", "region", "person"):
-            storage.store_event(materialization(run_id, asset))
-        storage.wait_for_writes()
-        assert probed and len(probed) == len(set(probed))
-        assert {r.asset_entry.asset_key.to_user_string() for r in storage.get_asset_records()} == {
-            "region", "customer", "person"}
+        with dg.instance_for_test(overrides={"event_log_storage": config}) as instance:
+            reads_after_each_round = []
+            for _ in range(2):  # Dagster's own storage reads the columns again for every event
+                for asset in ("region", "customer", "region", "person"):
+                    instance.report_runless_asset_event(dg.AssetMaterialization(asset))
+                instance.event_log_storage.wait_for_writes()
+                reads_after_each_round.append(len(column_reads))
+            records = instance.event_log_storage.get_asset_records()
     finally:
-        storage.dispose()
+        db.event.remove(db.engine.Engine, "before_cursor_execute", count_column_reads)
+    first_round, second_round = reads_after_each_round
+    assert 0 < first_round < 4 and second_round == first_round
+    assert {r.asset_entry.asset_key.to_user_string() for r in records} == {"region", "customer", "person"}
 
 
 def storage_url(dsn: str) -> str:
@@ -173,9 +186,9 @@ def storages(request, tmp_path, pg15):
         storage.dispose()
 
 
-def run_event(run_id: str, event_type: DagsterEventType) -> EventLogEntry:
-    return EventLogEntry(error_info=None, level="DEBUG", user_message="", run_id=run_id, timestamp=time.time(),
-                         dagster_event=DagsterEvent(event_type.value, "refresh_staging"))
+def run_event(run_id: str, event_type: dg.DagsterEventType) -> dg.EventLogEntry:
+    return dg.EventLogEntry(error_info=None, level="DEBUG", user_message="", run_id=run_id, timestamp=time.time(),
+                            dagster_event=dg.DagsterEvent(event_type.value, "refresh_staging"))
 
 
 def messages(storage, run_id: str) -> list[str]:
@@ -193,7 +206,7 @@ def test_events_written_in_the_background_read_back_at_once_and_in_order(storage
     more = [f"event {i}" for i in range(300, 600)]
     for text in more:
         writer.store_event(message(run_id, text))
-    writer.store_event(run_event(run_id, DagsterEventType.RUN_SUCCESS))
+    writer.store_event(run_event(run_id, dg.DagsterEventType.RUN_SUCCESS))
     assert messages(other, run_id) == [*texts, *more, ""]
 
 
@@ -221,7 +234,7 @@ def test_a_process_that_never_disposes_its_storage_stores_every_event_before_it_
     run_id = str(uuid.uuid4())
     script = (
         "import sys, time\n"
-        "from dagster._core.events.log import EventLogEntry\n"
+        "from dagster import EventLogEntry\n"
         "from muva_refresh.storage import KeptOpenSqliteEventLogStorage\n"
         "storage = KeptOpenSqliteEventLogStorage(sys.argv[1])\n"
         "for i in range(200):\n"
@@ -262,3 +275,75 @@ def test_a_schema_probe_answers_while_the_writer_waits_and_a_read_waits_for_it(p
         assert answers["read"] == ["before", "queued"]
     finally:
         storage.dispose()
+
+
+@pytest.fixture
+def another_dagster_release(monkeypatch, caplog):
+    """This process takes the installed Dagster for a release the storages were not checked against."""
+    monkeypatch.setattr(storage_module, "DAGSTER_VERSION", ANOTHER_RELEASE)
+    fallback_reason.cache_clear()  # decided once per process: this test is a process of its own
+    caplog.set_level(logging.WARNING, logger=storage_module.__name__)
+    yield ANOTHER_RELEASE
+    fallback_reason.cache_clear()
+
+
+def fallback_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and f"dagster {WRITTEN_FOR_DAGSTER}" in r.getMessage()]
+
+
+@pytest.mark.parametrize("instance", ["sqlite", "postgres"])
+def test_under_another_dagster_release_a_refresh_runs_on_dagsters_own_storage_and_warns_once(
+        instance, request, another_dagster_release, caplog):
+    """After an upgrade the CLI, the webserver and the daemon still start: slower, never stopped."""
+    request.getfixturevalue("env" if instance == "sqlite" else "postgres_instance")
+    done = cli("refresh", "--json")
+    assert done.code == 0, done.err
+    assert {c["check"] for c in done.json["checks"] if c["asset"] == "customer"} >= {"row_count", "no_orphans"}
+    entries = cli("history", "customer", "--check", "row_count", "--json").json
+    assert [e["run_id"] for e in entries] == [done.json["run_id"]] and entries[0]["passed"]
+    with dg.DagsterInstance.get() as dagster_instance:
+        storage = dagster_instance.event_log_storage
+        expected = "SqliteEventLogStorage" if instance == "sqlite" else "PostgresEventLogStorage"
+        assert type(storage).__name__ == expected
+        assert storage.inst_data.class_name in {"KeptOpenSqliteEventLogStorage", "PooledPostgresEventLogStorage"}
+    [warning] = fallback_warnings(caplog)
+    assert f"dagster {another_dagster_release} is installed" in warning
+    assert f"install dagster=={WRITTEN_FOR_DAGSTER}" in warning.lower()
+
+
+def test_under_another_dagster_release_the_classes_build_dagsters_own_and_it_notifies(
+        another_dagster_release, caplog, tmp_path, pg15):
+    sqlite = KeptOpenSqliteEventLogStorage(str(tmp_path))
+    dsn = pg15.create_database("event_log")
+    postgres = PooledPostgresEventLogStorage(storage_url(dsn))
+    listener = psycopg.connect(dsn, autocommit=True)
+    try:
+        assert type(sqlite).__name__ == "SqliteEventLogStorage"
+        assert type(postgres) is PostgresEventLogStorage
+        listener.execute("LISTEN run_events")
+        postgres.store_event(message(str(uuid.uuid4()), "first"))
+        assert len(list(listener.notifies(timeout=5, stop_after=1))) == 1
+    finally:
+        listener.close()
+        sqlite.dispose()
+        postgres.dispose()
+    assert len(fallback_warnings(caplog)) == 1
+
+
+def test_a_private_name_gone_from_dagster_falls_back_too(tmp_path):
+    """A later release may move a private helper the storages import; the instance still starts."""
+    script = (
+        "import sys\n"
+        "import dagster_postgres.utils\n"
+        # The planted fault: a private helper storage.py imports is gone, as in a release that moved it.
+        "del dagster_postgres.utils.pg_url_from_config\n"
+        "from muva_refresh.storage import KeptOpenSqliteEventLogStorage\n"
+        "storage = KeptOpenSqliteEventLogStorage(sys.argv[1])\n"
+        "print(type(storage).__name__)\n"
+        "storage.dispose()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "SqliteEventLogStorage"
+    [warning] = [line for line in done.stderr.splitlines() if f"checked against dagster {WRITTEN_FOR_DAGSTER}" in line]
+    assert "pg_url_from_config" in warning
