@@ -11,6 +11,7 @@ import gc
 import json
 import sys
 import time
+from collections import Counter
 from typing import IO, TYPE_CHECKING, Any, Sequence
 
 from .catalog import Catalog, TableRef, read_catalog, resolve_tables
@@ -23,7 +24,7 @@ from .load import TableCopied, TableStreaming
 from .refresh import Event, Progress
 from .settings import Settings, load_env_file
 from .shaping import Shaping, shaping_for
-from .stream import DELTA, UNCHANGED, CopyStats
+from .stream import DELTA, FULL, UNCHANGED, CopyStats
 from .views import ViewStats
 
 if TYPE_CHECKING:  # runs imports Dagster, which only the commands that run jobs load
@@ -138,9 +139,11 @@ class Printer:
     def refresh_summary(self, run: JobOutcome) -> None:
         rows = sum(s.rows for s in run.tables.values())
         size = sum(s.bytes for s in run.tables.values())
+        paths = Counter(s.path for s in run.tables.values())
+        how = ", ".join(f"{paths[p]} {p}" for p in (UNCHANGED, DELTA, FULL) if paths[p])
         self.line(
-            f"Refreshed {len(run.tables)} tables: {rows:,} rows, {size / 1e6:.1f} MB in {run.seconds:.1f} s "
-            f"(Dagster run {run.run_id})"
+            f"Refreshed {len(run.tables)} tables ({how}): {rows:,} rows, {size / 1e6:.1f} MB copied "
+            f"in {run.seconds:.1f} s (Dagster run {run.run_id})"
         )
 
     def checks(self, outcomes: Sequence[CheckOutcome]) -> None:
