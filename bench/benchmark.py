@@ -1,12 +1,14 @@
 """Performance figures for muva_refresh at seed size and at scale, each beside established tools.
 
-    python bench/benchmark.py [--shapes seed,muva,wide] [--repeat 3] [--large-repeat 1]
-                              [--muva-scale 10] [--wide-mb 760]
+    python bench/benchmark.py [--shapes seed,muva,wide,oltp] [--repeat 3] [--large-repeat 1]
+                              [--muva-scale 10] [--wide-mb 760] [--oltp-mb 735]
 
 It brings up its own embedded server (in .muva/bench-pg) and builds, one after the other:
   seed   the MUVA demo at scale 1
   muva   the MUVA demo at --muva-scale (10 gives about 0.8 GB)
   wide   18 tables, one wide table (jsonb, an enum array, a GIN index) holding ~70% of --wide-mb
+  oltp   18 tables in two schemas, an audit table (jsonb + GIN, a generated column, a trigger)
+         holding ~2/3 of --oltp-mb, payments partitioned by month, a materialized view
 (see bench/shapes.py). For each it measures, median of --repeat (seed) or --large-repeat:
   baselines  pgcopydb copy table-data; a psql binary COPY pipe per table; pg_dump -Fd -j2 +
              pg_restore -j2 (seed: its historical pg_dump -Fc | pg_restore in one transaction),
@@ -40,11 +42,11 @@ sys.path.insert(0, str(REPO))
 from bench.baselines import BASELINES, empty_target, run_baseline, verify  # noqa: E402
 from bench.dagster_paths import create_storage, write_cli_instance  # noqa: E402
 from bench.product import product_env, run_in_child, run_variant  # noqa: E402
-from bench.shapes import Shape, muva_shape, wide_shape  # noqa: E402
+from bench.shapes import Shape, muva_shape, oltp_shape, wide_shape  # noqa: E402
 from muva_refresh import demo  # noqa: E402
 
 BENCH_DIR = REPO / ".muva" / "bench-pg"
-SHAPES = ("seed", "muva", "wide")
+SHAPES = ("seed", "muva", "wide", "oltp")
 CLI_METHOD = "muva-refresh refresh (SQLite instance)"
 
 
@@ -97,7 +99,7 @@ def measure_baseline(name: str, shape: Shape, repeat: int) -> Row:
 
 
 def measure_product(method: ProductMethod, shape: Shape, repeat: int) -> Row:
-    env = product_env(shape.source_dsn, shape.target_dsn, shape.state)
+    env = product_env(shape.source_dsn, shape.target_dsn, shape.state, shape.schemas)
     runs, problems = [], []
     for _ in range(repeat):
         runs.append(run_variant(method.variant, method.workers, env))
@@ -114,7 +116,8 @@ def measure_cli(shape: Shape, repeat: int) -> Row:
     runs, problems = [], []
     for _ in range(repeat):
         root = Path(tempfile.mkdtemp(prefix="muva-bench-home-"))
-        env = {**product_env(shape.source_dsn, shape.target_dsn, shape.state), "DAGSTER_HOME": str(root / "home")}
+        env = {**product_env(shape.source_dsn, shape.target_dsn, shape.state, shape.schemas),
+               "DAGSTER_HOME": str(root / "home")}
         write_cli_instance(root / "home")
         create_storage(env, cwd=root)
         # Run in the scratch directory: the CLI reads `.env` from its working directory, and the repository's names the demo.
@@ -172,6 +175,7 @@ def build(name: str, args: argparse.Namespace) -> Shape:
         "seed": lambda: muva_shape("seed", 1, BENCH_DIR),
         "muva": lambda: muva_shape("muva", args.muva_scale, BENCH_DIR),
         "wide": lambda: wide_shape(args.wide_mb, BENCH_DIR),
+        "oltp": lambda: oltp_shape(args.oltp_mb, BENCH_DIR),
     }[name]()
     print(f"built {shape.label} in {shape.build_seconds:.0f} s, {len(shape.tables)} tables", flush=True)
     return shape
@@ -245,9 +249,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated, of: " + ", ".join(SHAPES))
     p.add_argument("--repeat", type=int, default=3, help="runs per figure at seed size (default 3)")
-    p.add_argument("--large-repeat", type=int, default=1, help="runs per figure for muva and wide (default 1)")
+    p.add_argument("--large-repeat", type=int, default=1, help="runs per figure for muva, wide and oltp (default 1)")
     p.add_argument("--muva-scale", type=int, default=10, help="demo scale of the muva shape (10: about 0.8 GB)")
     p.add_argument("--wide-mb", type=int, default=760, help="size of the wide shape's source in MB")
+    p.add_argument("--oltp-mb", type=int, default=735, help="size of the oltp shape's source in MB (735: 1 million audit events)")
     args = p.parse_args()
     names = [n.strip() for n in args.shapes.split(",") if n.strip()]
     unknown = set(names) - set(SHAPES)

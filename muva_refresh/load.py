@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable, Generator, Iterable, Iterator, Mapping, TypeVar
 
@@ -28,6 +28,7 @@ from .sequences import sequence_pairs, sync_sequences
 from .shape import WHOLE, Shape
 from .snapshot import attach_snapshot
 from .stream import CopyStats, copy_format, stream_table
+from .timings import Phase, PhaseClock
 from .views import ViewStats, refresh_views
 
 REPLICA_ROLE = sql.SQL("SET LOCAL session_replication_role = replica")
@@ -118,9 +119,11 @@ class Load:
     snapshot_id: str
     shapes: Mapping[TableRef, Shape]  # masked and subsetted tables; the others go whole
     gate: GateFn | None = None
+    clock: PhaseClock = field(default_factory=PhaseClock)
 
     def truncate(self, dst: psycopg.Connection) -> None:
-        dst.execute(TRUNCATE.format(tables=sql.SQL(", ").join(r.ident() for r in self.plan.selected)))
+        with self.clock.measure(Phase.TRUNCATE):
+            dst.execute(TRUNCATE.format(tables=sql.SQL(", ").join(r.ident() for r in self.plan.selected)))
 
     def copy_one(self, src: psycopg.Connection, dst: psycopg.Connection, ref: TableRef,
                  truncated_here: bool = False) -> Generator[TableStreaming, None, CopyStats]:
@@ -132,11 +135,13 @@ class Load:
         started = time.perf_counter()
         table = self.plan.catalog.table(ref)
         deferred = rebuilt_indexes(self.target_catalog.table(ref))
-        drop_indexes(dst, table, deferred)
-        streaming = stream_table(src, dst, table, copy_format(table, self.plan.catalog, self.target_catalog),
-                                 self.shapes.get(ref, WHOLE), freeze=truncated_here and not table.partitioned)
-        stats = yield from mapped(streaming, lambda tick: TableStreaming(ref, *tick, table.estimated_rows))
-        build_indexes(dst, table, deferred, stats.bytes)
+        with self.clock.measure(Phase.COPY, ref):
+            drop_indexes(dst, table, deferred)
+            streaming = stream_table(src, dst, table, copy_format(table, self.plan.catalog, self.target_catalog),
+                                     self.shapes.get(ref, WHOLE), freeze=truncated_here)
+            stats = yield from mapped(streaming, lambda tick: TableStreaming(ref, *tick, table.estimated_rows))
+        with self.clock.measure(Phase.REBUILD, ref):
+            build_indexes(dst, table, deferred, stats.bytes)
         return replace(stats, seconds=time.perf_counter() - started)  # the whole table, rebuilds included
 
     def gated(self, src: psycopg.Connection, dst: psycopg.Connection,
@@ -149,8 +154,10 @@ class Load:
     def finish(self, src: psycopg.Connection, dst: psycopg.Connection) -> dict[TableRef, ViewStats]:
         """After every table: the materialized views that read them, then the sequences (setval
         cannot be rolled back, so it comes last)."""
-        views = refresh_views(dst, self.plan.views)
-        sync_sequences(src, dst, sequence_pairs(self.plan, self.target_catalog))
+        with self.clock.measure(Phase.VIEWS):
+            views = refresh_views(dst, self.plan.views)
+        with self.clock.measure(Phase.SEQUENCES):
+            sync_sequences(src, dst, sequence_pairs(self.plan, self.target_catalog))
         return views
 
     def atomically(self, src: psycopg.Connection, dst: psycopg.Connection) -> Generator[object, None, Loaded]:
@@ -166,6 +173,7 @@ class Load:
                         yield TableCopied(ref, done[ref])
                 yield from self.gated(src, dst, done)  # after the last table, so a cycle's members are all loaded
                 views = self.finish(src, dst)
+            self.clock.since_last(Phase.COMMIT)
         except psycopg.Error as exc:
             where = next((r for b in self.plan.batches for r in b if r not in done), "the materialized views")
             raise CopyError(
