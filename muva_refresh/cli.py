@@ -159,7 +159,7 @@ class Printer:
             self.line(line + ("   " + self.phase_cell(timings, rebuild, "index rebuild", 14) if rebuild else ""))
 
     @staticmethod
-    def phase_cell(timings: Timings, row: PhaseTime, label: str, width: int = 52) -> str:
+    def phase_cell(timings: Timings, row: PhaseTime, label: str, width: int = 40) -> str:
         share = "" if row.beside else f"{timings.share(row.seconds):>6.1%}"
         return f"  {label:<{width}} {row.seconds:>8.3f} s {share:>6}"
 
