@@ -1,6 +1,6 @@
 """Established ways to copy production's rows into staging, and the check that a copy is complete.
 
-Each baseline copies the tables of schema public of a Shape into a target that `empty_target`
+Each baseline copies the tables of the schemas of a Shape into a target that `empty_target`
 has TRUNCATEd, and keeps the target's schema and indexes as they are. The PostgreSQL tools are
 the embedded server's own (pg_dump of another major version refuses the server).
 
@@ -81,9 +81,13 @@ def empty_target(shape: Shape) -> None:
         conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(t.ident() for t in shape.tables)))
 
 
+def schema_args(shape: Shape) -> list[str]:
+    return [arg for schema in shape.schemas for arg in ("-n", schema)]
+
+
 def dump_restore_pipe(shape: Shape, work: Path) -> None:
     """pg_dump -Fc --data-only | pg_restore --data-only --disable-triggers, one target transaction."""
-    run_pipe([pg_tool("pg_dump"), "-Fc", "--data-only", "-n", "public", "-d", shape.source_dsn],
+    run_pipe([pg_tool("pg_dump"), "-Fc", "--data-only", *schema_args(shape), "-d", shape.source_dsn],
              [pg_tool("pg_restore"), "--data-only", "--disable-triggers", "--single-transaction",
               "-d", shape.target_dsn])
 
@@ -91,21 +95,21 @@ def dump_restore_pipe(shape: Shape, work: Path) -> None:
 def dump_restore_directory(shape: Shape, work: Path) -> None:
     """pg_dump -Fd -j2 --data-only into a directory, then pg_restore -j2 --data-only --disable-triggers."""
     directory = work / "dump"
-    run_tool([pg_tool("pg_dump"), "-Fd", f"-j{JOBS}", "--data-only", "-n", "public", "-f", str(directory),
+    run_tool([pg_tool("pg_dump"), "-Fd", f"-j{JOBS}", "--data-only", *schema_args(shape), "-f", str(directory),
               "-d", shape.source_dsn])
     run_tool([pg_tool("pg_restore"), f"-j{JOBS}", "--data-only", "--disable-triggers", "-d", shape.target_dsn,
               str(directory)])
 
 
 def pgcopydb_table_data(shape: Shape, work: Path) -> None:
-    """pgcopydb copy table-data --table-jobs 2, schemas other than public filtered out.
+    """pgcopydb copy table-data --table-jobs 2, schemas other than the shape's filtered out.
 
     pgcopydb 0.10 does not empty the target (a second run into full tables fails on the primary
     keys), leaves the existing indexes in place, VACUUM ANALYZEs each table after its COPY and
     resets the sequences. It keeps the target URI's `options`, which carries the replica role.
     """
     filters = work / "filters.ini"
-    filters.write_text("[exclude-schema]\n" + "\n".join(other_schemas(shape.source_dsn)) + "\n")
+    filters.write_text("[exclude-schema]\n" + "\n".join(other_schemas(shape)) + "\n")
     target = shape.target_dsn + ("&" if "?" in shape.target_dsn else "?") + "options=" + quote(REPLICA_ROLE)
     run_tool(["pgcopydb", "copy", "table-data", "--source", shape.source_dsn, "--target", target,
               "--dir", str(work / "pgcopydb"), "--table-jobs", str(JOBS), "--filters", str(filters)],
@@ -113,15 +117,17 @@ def pgcopydb_table_data(shape: Shape, work: Path) -> None:
 
 
 def psql_copy_pipe(shape: Shape, work: Path) -> None:
-    """Per table in FK order: psql COPY … TO STDOUT (FORMAT binary) | psql COPY … FROM STDIN.
+    """Per table in FK order: psql COPY … TO STDOUT (FORMAT binary) | psql COPY … FROM STDIN; a
+    partitioned table partition by partition, as COPY cannot read a partitioned table directly.
 
     Binary COPY of a composite value carries its column types' OIDs, which record_recv compares
     with the target's, so a table with a composite column (or an array of one) goes as text. An
     array of a user enum carries the enum's OID too, but PostgreSQL 18 accepts it from another
     database (the wide shape's items.tags loads in binary), so it stays binary.
     """
-    text_tables = tables_needing_text(shape.source_dsn)
-    for table in shape.tables:
+    text_tables = tables_needing_text(shape)
+    leaves = partition_leaves(shape)
+    for table in (leaf for root in shape.tables for leaf in leaves.get(root, [root])):
         copy_format = "text" if table in text_tables else "binary"
         copy_out = sql.SQL("COPY {} TO STDOUT (FORMAT {})").format(table.ident(), sql.SQL(copy_format))
         copy_in = sql.SQL("COPY {} FROM STDIN (FORMAT {})").format(table.ident(), sql.SQL(copy_format))
@@ -151,16 +157,34 @@ def run_baseline(fn: BaselineFn, shape: Shape) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def other_schemas(dsn: str) -> list[str]:
-    with psycopg.connect(dsn) as conn:
+def other_schemas(shape: Shape) -> list[str]:
+    with psycopg.connect(shape.source_dsn) as conn:
         return [name for (name,) in conn.execute(
-            "SELECT nspname FROM pg_namespace WHERE nspname <> 'public' AND nspname NOT LIKE 'pg\\_%'"
-            " AND nspname <> 'information_schema' ORDER BY 1")]
+            "SELECT nspname FROM pg_namespace WHERE nspname <> ALL(%s) AND nspname NOT LIKE 'pg\\_%%'"
+            " AND nspname <> 'information_schema' ORDER BY 1", (list(shape.schemas),))]
 
 
-def tables_needing_text(dsn: str) -> set[TableRef]:
+def partition_leaves(shape: Shape) -> dict[TableRef, list[TableRef]]:
+    """The leaf partitions of each partitioned table of the shape."""
+    with psycopg.connect(shape.source_dsn) as conn:
+        rows = conn.execute(
+            """
+            SELECT rn.nspname, r.relname, ln.nspname, l.relname
+            FROM pg_class r JOIN pg_namespace rn ON rn.oid = r.relnamespace,
+                 pg_partition_tree(r.oid) t JOIN pg_class l ON l.oid = t.relid
+                 JOIN pg_namespace ln ON ln.oid = l.relnamespace
+            WHERE r.relkind = 'p' AND NOT r.relispartition AND t.isleaf AND rn.nspname = ANY(%s)
+            ORDER BY 1, 2, 4
+            """, (list(shape.schemas),)).fetchall()
+    found: dict[TableRef, list[TableRef]] = {}
+    for root_schema, root, schema, leaf in rows:
+        found.setdefault(TableRef(root_schema, root), []).append(TableRef(schema, leaf))
+    return found
+
+
+def tables_needing_text(shape: Shape) -> set[TableRef]:
     """Tables with a composite column, or an array of composites: their binary form names type OIDs."""
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(shape.source_dsn) as conn:
         rows = conn.execute(
             """
             SELECT DISTINCT n.nspname, c.relname
@@ -169,10 +193,9 @@ def tables_needing_text(dsn: str) -> set[TableRef]:
             JOIN pg_namespace n ON n.oid = c.relnamespace
             JOIN pg_type t ON t.oid = a.atttypid
             LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
-            WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+            WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
               AND (t.typtype = 'c' OR e.typtype = 'c')
-            """
-        ).fetchall()
+            """, (list(shape.schemas),)).fetchall()
     return {TableRef(schema, name) for schema, name in rows}
 
 

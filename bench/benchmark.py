@@ -1,12 +1,14 @@
 """Performance figures for muva_refresh at seed size and at scale, each beside established tools.
 
-    python bench/benchmark.py [--shapes seed,muva,wide] [--repeat 3] [--large-repeat 1]
-                              [--muva-scale 10] [--wide-mb 760]
+    python bench/benchmark.py [--shapes seed,muva,wide,oltp] [--repeat 3] [--large-repeat 1]
+                              [--muva-scale 10] [--wide-mb 760] [--oltp-mb 735]
 
 It brings up its own embedded server (in .muva/bench-pg) and builds, one after the other:
   seed   the MUVA demo at scale 1
   muva   the MUVA demo at --muva-scale (10 gives about 0.8 GB)
   wide   18 tables, one wide table (jsonb, an enum array, a GIN index) holding ~70% of --wide-mb
+  oltp   18 tables in two schemas, an audit table (jsonb + GIN, a generated column, a trigger)
+         holding ~2/3 of --oltp-mb, payments partitioned by month, a materialized view
 (see bench/shapes.py). For each it measures, median of --repeat (seed) or --large-repeat:
   baselines  pgcopydb copy table-data; a psql binary COPY pipe per table; pg_dump -Fd -j2 +
              pg_restore -j2 (seed: its historical pg_dump -Fc | pg_restore in one transaction),
@@ -17,13 +19,16 @@ It brings up its own embedded server (in .muva/bench-pg) and builds, one after t
              each in a process of its own, whose peak RSS is printed
   Dagster    the rows bench/dagster_paths.py returns, when that module is present
 After every run the target is compared with the source, table by table (rows and an md5 sum of
-the rows' text). Nothing is asserted: one table is printed for people to compare.
+the rows' text). Nothing is asserted: one table is printed for people to compare, then where each
+refresh row's time went (muva_refresh.timings): in full for the default and the CLI, the phases'
+totals for the others.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import math
 import shutil
 import statistics
@@ -40,11 +45,13 @@ sys.path.insert(0, str(REPO))
 from bench.baselines import BASELINES, empty_target, run_baseline, verify  # noqa: E402
 from bench.dagster_paths import create_storage, write_cli_instance  # noqa: E402
 from bench.product import product_env, run_in_child, run_variant  # noqa: E402
-from bench.shapes import Shape, muva_shape, wide_shape  # noqa: E402
+from bench.shapes import Shape, muva_shape, oltp_shape, wide_shape  # noqa: E402
 from muva_refresh import demo  # noqa: E402
+from muva_refresh.cli import Printer  # noqa: E402
+from muva_refresh.timings import Timings  # noqa: E402
 
 BENCH_DIR = REPO / ".muva" / "bench-pg"
-SHAPES = ("seed", "muva", "wide")
+SHAPES = ("seed", "muva", "wide", "oltp")
 CLI_METHOD = "muva-refresh refresh (SQLite instance)"
 
 
@@ -83,6 +90,7 @@ class Row:
     peak_rss_mb: float | None = None  # product rows: the largest of the repeats
     baseline: bool = False
     problems: list[str] | None = field(default_factory=list)  # None: not compared (masked or subset)
+    timings: Timings | None = None  # the median run's breakdown, for the refresh rows
 
 
 def measure_baseline(name: str, shape: Shape, repeat: int) -> Row:
@@ -97,14 +105,15 @@ def measure_baseline(name: str, shape: Shape, repeat: int) -> Row:
 
 
 def measure_product(method: ProductMethod, shape: Shape, repeat: int) -> Row:
-    env = product_env(shape.source_dsn, shape.target_dsn, shape.state)
+    env = product_env(shape.source_dsn, shape.target_dsn, shape.state, shape.schemas)
     runs, problems = [], []
     for _ in range(repeat):
         runs.append(run_variant(method.variant, method.workers, env))
         if method.exact_copy:
             problems += verify(shape)
+    middle = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
     return Row(method.name, shape, statistics.median(r.seconds for r in runs), max(r.peak_rss_mb for r in runs),
-               problems=problems if method.exact_copy else None)
+               problems=problems if method.exact_copy else None, timings=middle.timings)
 
 
 def measure_cli(shape: Shape, repeat: int) -> Row:
@@ -114,15 +123,20 @@ def measure_cli(shape: Shape, repeat: int) -> Row:
     runs, problems = [], []
     for _ in range(repeat):
         root = Path(tempfile.mkdtemp(prefix="muva-bench-home-"))
-        env = {**product_env(shape.source_dsn, shape.target_dsn, shape.state), "DAGSTER_HOME": str(root / "home")}
+        env = {**product_env(shape.source_dsn, shape.target_dsn, shape.state, shape.schemas),
+               "DAGSTER_HOME": str(root / "home")}
         write_cli_instance(root / "home")
         create_storage(env, cwd=root)
         # Run in the scratch directory: the CLI reads `.env` from its working directory, and the repository's names the demo.
-        runs.append(run_in_child([cli, "refresh", "--full"], env, cwd=root))
+        runs.append(run_in_child([cli, "refresh", "--full", "--json"], env, cwd=root))
         shutil.rmtree(root, ignore_errors=True)
         problems += verify(shape)
+    middle = sorted(runs, key=lambda r: r.wall_seconds)[len(runs) // 2]
+    printed = json.loads(middle.output)["timings"]
+    # The process's own start and exit around the Dagster run are Dagster's (and Python's) too.
+    timings = Timings.from_json(printed).around(middle.wall_seconds) if printed else None
     return Row(CLI_METHOD, shape, statistics.median(r.wall_seconds for r in runs),
-               max(r.peak_rss_mb for r in runs), problems=problems)
+               max(r.peak_rss_mb for r in runs), problems=problems, timings=timings)
 
 
 def dagster_path_rows(shape: Shape, repeat: int) -> list[Row]:
@@ -172,6 +186,7 @@ def build(name: str, args: argparse.Namespace) -> Shape:
         "seed": lambda: muva_shape("seed", 1, BENCH_DIR),
         "muva": lambda: muva_shape("muva", args.muva_scale, BENCH_DIR),
         "wide": lambda: wide_shape(args.wide_mb, BENCH_DIR),
+        "oltp": lambda: oltp_shape(args.oltp_mb, BENCH_DIR),
     }[name]()
     print(f"built {shape.label} in {shape.build_seconds:.0f} s, {len(shape.tables)} tables", flush=True)
     return shape
@@ -203,6 +218,30 @@ def print_table(rows: list[Row], repeats: dict[str, int]) -> None:
     for row in rows:
         for problem in dict.fromkeys(row.problems or []):
             print(f"  {row.method} on {row.shape.name}: {problem}")
+
+
+def shown_in_full(row: Row) -> bool:
+    """The default (at seed size, the refresh with all checks) and the CLI."""
+    return row.method in (CLI_METHOD, "engine, copy + blocking checks") or (
+        row.shape.name == "seed" and row.method == "engine, all checks")
+
+
+def print_breakdowns(rows: list[Row]) -> None:
+    """Where each refresh row's time went: in full for the default and the CLI, the phases summed
+    over the tables for the others."""
+    for shape in {r.shape.name: r.shape for r in rows}.values():
+        timed = [r for r in rows if r.shape is shape and r.timings is not None]
+        full = [r for r in timed if shown_in_full(r)]
+        for row in full:
+            print(f"\n{shape.name}: {row.method}, {row.seconds:.1f} s", end="")
+            Printer().timings(row.timings)
+        for row in (r for r in timed if r not in full):
+            totals = {}
+            for phase in row.timings.rows():
+                if not phase.beside:
+                    totals[phase.phase] = totals.get(phase.phase, 0.0) + phase.seconds
+            print(f"\n{shape.name}: {row.method}: " + ", ".join(
+                f"{name} {seconds:.2f} s" for name, seconds in totals.items() if seconds >= 0.005))
 
 
 def print_seed_notes(rows: list[Row]) -> None:
@@ -245,9 +284,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shapes", default=",".join(SHAPES), help="comma-separated, of: " + ", ".join(SHAPES))
     p.add_argument("--repeat", type=int, default=3, help="runs per figure at seed size (default 3)")
-    p.add_argument("--large-repeat", type=int, default=1, help="runs per figure for muva and wide (default 1)")
+    p.add_argument("--large-repeat", type=int, default=1, help="runs per figure for muva, wide and oltp (default 1)")
     p.add_argument("--muva-scale", type=int, default=10, help="demo scale of the muva shape (10: about 0.8 GB)")
     p.add_argument("--wide-mb", type=int, default=760, help="size of the wide shape's source in MB")
+    p.add_argument("--oltp-mb", type=int, default=735, help="size of the oltp shape's source in MB (735: 1 million audit events)")
     args = p.parse_args()
     names = [n.strip() for n in args.shapes.split(",") if n.strip()]
     unknown = set(names) - set(SHAPES)
@@ -265,6 +305,7 @@ def main() -> None:
             repeats[name] = args.large_repeat
             rows += measure_shape(shape, args.large_repeat, SCALED_BASELINES, SCALED_PRODUCT)
     print_table(rows, repeats)
+    print_breakdowns(rows)
     print_seed_notes(rows)
     print_scale_notes(rows)
     demo.down(data_dir=BENCH_DIR)

@@ -3,7 +3,8 @@
     python -m bench.product VARIANT [--workers N]
 
 Reads MUVA_SOURCE_DSN, MUVA_TARGET_DSN and MUVA_STATE_PATH from the environment, refreshes, and
-prints one JSON line: the refresh's wall seconds (imports and process start excluded) and rows.
+prints one JSON line: the refresh's wall seconds (imports and process start excluded), rows, and
+the engine's timing breakdown (muva_refresh.timings).
 `run_in_child` starts it (or any command) and returns the wall time and the child's peak RSS.
 """
 
@@ -15,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,9 +26,10 @@ sys.path.insert(0, str(REPO))
 from muva_refresh.catalog import Catalog  # noqa: E402
 from muva_refresh.checks import IN_LOAD, CheckOutcome  # noqa: E402
 from muva_refresh.endpoint import Endpoint  # noqa: E402
-from muva_refresh.refresh import Committed, RefreshOptions, RefreshReport, refresh_events  # noqa: E402
-from muva_refresh.settings import SOURCE_DSN_VAR, STATE_PATH_VAR, TARGET_DSN_VAR  # noqa: E402
+from muva_refresh.refresh import Committed, Finished, RefreshOptions, RefreshReport, refresh_events  # noqa: E402
+from muva_refresh.settings import SCHEMAS_VAR, SOURCE_DSN_VAR, STATE_PATH_VAR, TARGET_DSN_VAR  # noqa: E402
 from muva_refresh.shaping import Shaping, shaping_for  # noqa: E402
+from muva_refresh.timings import Timings  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,14 @@ class Context:
     target: Endpoint
     state: Path
     workers: int
+    timed: list[Timings] = field(default_factory=list)  # each refresh's breakdown, as it finished
 
     def refresh(self, shaping: Shaping | None = None, check_phases: tuple[str, ...] | None = None,
                 full: bool = True) -> RefreshReport:
         """The engine's refresh, every table whole unless `full` is False (as the tools copy it);
         raises when a check fails (a WARN aside)."""
-        options = RefreshOptions(workers=self.workers, shaping=shaping, full=full)
+        options = RefreshOptions(workers=self.workers, shaping=shaping, full=full,
+                                 table_filter=Catalog.load(self.state).table_filter)
         if check_phases is not None:
             options = replace(options, check_phases=check_phases)
         report, failed = None, []
@@ -50,6 +54,8 @@ class Context:
                 report = event.report
             elif isinstance(event, CheckOutcome) and event.fails_run:
                 failed.append(event.summary)
+            elif isinstance(event, Finished):
+                self.timed.append(event.timings)
         if failed:
             raise RuntimeError("; ".join(failed))
         return report
@@ -129,11 +135,12 @@ def run_in_child(args: list[str], env: dict[str, str], cwd: Path = REPO) -> Chil
     return ChildRun(wall, usage.ru_maxrss / 1024, output)  # ru_maxrss is in KiB on Linux
 
 
-def product_env(source_dsn: str, target_dsn: str, state: Path) -> dict[str, str]:
-    """The environment of a product run: the shape's DSNs and catalog, none of the developer's
-    own MUVA_* settings (a policy or schema list would change what is copied)."""
+def product_env(source_dsn: str, target_dsn: str, state: Path, schemas: tuple[str, ...] = ("public",)) -> dict[str, str]:
+    """The environment of a product run: the shape's DSNs, catalog and schemas, none of the
+    developer's own MUVA_* settings (a policy or schema list would change what is copied)."""
     own = {k: v for k, v in os.environ.items() if not k.startswith("MUVA_") and k != "DAGSTER_HOME"}
-    return {**own, SOURCE_DSN_VAR: source_dsn, TARGET_DSN_VAR: target_dsn, STATE_PATH_VAR: str(state)}
+    return {**own, SOURCE_DSN_VAR: source_dsn, TARGET_DSN_VAR: target_dsn, STATE_PATH_VAR: str(state),
+            SCHEMAS_VAR: ",".join(schemas)}
 
 
 @dataclass(frozen=True)
@@ -141,12 +148,14 @@ class VariantRun:
     seconds: float  # the refresh itself, imports and process start excluded
     rows: int
     peak_rss_mb: float
+    timings: Timings | None  # None for the Dagster job, whose engine reports to Dagster
 
 
 def run_variant(variant: str, workers: int, env: dict[str, str]) -> VariantRun:
     child = run_in_child([sys.executable, "-m", "bench.product", variant, "--workers", str(workers)], env)
     printed = json.loads(child.output.strip().splitlines()[-1])
-    return VariantRun(printed["seconds"], printed["rows"], child.peak_rss_mb)
+    timings = Timings.from_json(printed["timings"]) if printed.get("timings") else None
+    return VariantRun(printed["seconds"], printed["rows"], child.peak_rss_mb, timings)
 
 
 def main() -> None:
@@ -159,7 +168,9 @@ def main() -> None:
                   Path(env[STATE_PATH_VAR]), args.workers)
     started = time.perf_counter()
     rows = VARIANTS[args.variant](ctx)
-    print(json.dumps({"seconds": time.perf_counter() - started, "rows": rows}))
+    seconds = time.perf_counter() - started
+    timings = ctx.timed[-1].to_json() if ctx.timed else None
+    print(json.dumps({"seconds": seconds, "rows": rows, "timings": timings}))
 
 
 if __name__ == "__main__":

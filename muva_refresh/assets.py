@@ -23,6 +23,7 @@ from .load import TableCopied
 from .refresh import (
     Committed,
     Event,
+    Finished,
     Progress,
     RefreshOptions,
     RefreshReport,
@@ -33,6 +34,7 @@ from .refresh import (
 from .resources import PostgresDatabase, PreparedRuns
 from .settings import MASK_SALT_VAR
 from .stream import CopyStats
+from .timings import Timings
 from .translator import TableKeys, TableTranslator
 from .views import ViewStats
 
@@ -41,7 +43,7 @@ OBSERVE_NAME = "observe_production"
 TARGET_POOL = "muva_refresh_target"
 LOG_EVERY_SECONDS = 2.0
 
-Result = dg.MaterializeResult | dg.AssetCheckResult
+Result = dg.MaterializeResult | dg.AssetCheckResult | dg.AssetObservation
 
 
 class RefreshConfig(dg.Config):
@@ -83,9 +85,11 @@ class RunTranslation:
     the run log, and every event to the in-process listener."""
 
     def __init__(self, translator: TableTranslator, keys: TableKeys, selected: set[TableRef],
-                 wanted: Mapping[TableRef, set[str]], log: Any, progress: Progress):
+                 wanted: Mapping[TableRef, set[str]], log: Any, progress: Progress, run_started: float):
         self.translator, self.keys, self.selected, self.wanted = translator, keys, selected, wanted
         self.log, self.progress = log, progress
+        self.run_started = run_started  # time.time() when Dagster started the run
+        self.first_table: TableRef | None = None
         self.copied = CopiedLines(log)
         self.loading = False
         self.held: list[CheckOutcome] = []  # the blocking checks', until their tables' materializations
@@ -95,6 +99,7 @@ class RunTranslation:
         if isinstance(event, SnapshotTaken):
             self.loading = True
         elif isinstance(event, TableCopied):
+            self.first_table = self.first_table or event.ref
             self.copied.copied(event.ref, event.stats)
         elif isinstance(event, CheckOutcome):
             if self.loading:
@@ -105,6 +110,15 @@ class RunTranslation:
             yield from self.committed(event.report)
         elif isinstance(event, ViewsRefreshed):
             yield from self.view_results(event.views)
+        elif isinstance(event, Finished) and self.first_table is not None:
+            yield self.timed(event.timings)
+
+    def timed(self, timings: Timings) -> dg.AssetObservation:
+        """Where the run's time went, observed on the first table it copied: the engine's phases,
+        and Dagster's share of the run so far (from its start to the end of the refresh)."""
+        run = timings.around(time.time() - self.run_started)
+        return dg.AssetObservation(asset_key=self.keys.key_of[self.first_table],
+                                   metadata=self.translator.timings_metadata(timings, run))
 
     def committed(self, report: RefreshReport) -> Iterator[Result]:
         """Every table's materialization (stored by Dagster while the checks after COMMIT run),
@@ -193,7 +207,7 @@ def build_table_assets(
         options = prepared.claim(tables, config) or RefreshOptions.resolve(
             catalog, tables, config.policy or default_policy, dg.EnvVar(MASK_SALT_VAR).get_value(), config.workers,
             rls_expected, config.full)
-        run = RunTranslation(translator, keys, selected, wanted, context.log, progress)
+        run = RunTranslation(translator, keys, selected, wanted, context.log, progress, run_start_time(context))
         checked_live = {ref: names for ref, names in wanted.items() if ref not in set(tables)}
         try:
             for event in selection_events(source.endpoint(), target.endpoint(), options, selected & views,
@@ -206,3 +220,9 @@ def build_table_assets(
             run.copied.flush()
 
     return refresh_tables
+
+
+def run_start_time(context: dg.AssetExecutionContext) -> float:
+    """When Dagster started this run (time.time()), or else now."""
+    record = context.instance.get_run_record_by_id(context.run_id)
+    return record.start_time if record is not None and record.start_time else time.time()

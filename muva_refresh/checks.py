@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
@@ -28,6 +28,7 @@ from .masking import TEXT_TYPE
 from .settings import TableFilter
 from .shape import WHOLE, Shape
 from .shaping import Shaping
+from .timings import Phase, PhaseClock
 
 ERROR, WARN = "ERROR", "WARN"
 IN_LOAD, AFTER_COMMIT = "in_load", "after_commit"
@@ -493,8 +494,13 @@ def checks_in(phase: str, settings: "CheckSettings") -> tuple[Check, ...]:
     return tuple(c for c in checks_that_run(settings) if c.phase == phase)
 
 
-def run_checks(checks: Iterable[Check], subject: CheckSubject) -> list[CheckOutcome]:
-    return [check.run(subject) for check in checks]
+def run_checks(checks: Iterable[Check], subject: CheckSubject, clock: PhaseClock | None = None) -> list[CheckOutcome]:
+    """Each check's outcome, each timed on `clock` when there is one."""
+    found = []
+    for check in checks:
+        with clock.measure(Phase.check(check.name), subject.ref) if clock else nullcontext():
+            found.append(check.run(subject))
+    return found
 
 
 @dataclass(frozen=True)
@@ -513,12 +519,13 @@ def snapshot_subject(conn: psycopg.Connection, copy: TableCopy, settings: CheckS
 class Verifier:
     """Runs the checks of a refresh: its `gate` inside the load transaction, the others after COMMIT."""
 
-    def __init__(self, settings: CheckSettings = CheckSettings()) -> None:
-        self.settings = settings
+    def __init__(self, settings: CheckSettings = CheckSettings(), clock: PhaseClock | None = None) -> None:
+        self.settings, self.clock = settings, clock
 
     def gate(self, src: psycopg.Connection, dst: psycopg.Connection, copy: TableCopy) -> Iterator[CheckOutcome]:
         """The blocking checks' outcomes; then, if one failed, BlockingCheckError, which rolls the load back."""
-        found = run_checks(checks_in(IN_LOAD, self.settings), snapshot_subject(dst, copy, self.settings, src))
+        found = run_checks(checks_in(IN_LOAD, self.settings), snapshot_subject(dst, copy, self.settings, src),
+                           self.clock)
         yield from found
         failed = [o for o in found if o.fails_run]
         if failed:
@@ -544,7 +551,8 @@ class Verifier:
             def check(copy: TableCopy) -> list[CheckOutcome]:
                 conn, = conns.mine()
                 try:
-                    return run_checks(checks_in(AFTER_COMMIT, self.settings), snapshot_subject(conn, copy, self.settings))
+                    return run_checks(checks_in(AFTER_COMMIT, self.settings), snapshot_subject(conn, copy, self.settings),
+                                      self.clock)
                 finally:
                     conn.rollback()
 

@@ -25,6 +25,7 @@ from .refresh import Event, Progress
 from .settings import Settings, load_env_file
 from .shaping import Shaping, shaping_for
 from .stream import DELTA, FULL, UNCHANGED, CopyStats
+from .timings import Phase, PhaseTime, Timings
 from .views import ViewStats
 
 if TYPE_CHECKING:  # runs imports Dagster, which only the commands that run jobs load
@@ -145,6 +146,25 @@ class Printer:
             f"Refreshed {len(run.tables)} tables ({how}): {rows:,} rows, {size / 1e6:.1f} MB copied "
             f"in {run.seconds:.1f} s (Dagster run {run.run_id})"
         )
+
+    def timings(self, timings: Timings) -> None:
+        """Where the time went: a line per phase, a table's copy and index rebuild on one line."""
+        rows = timings.rows()
+        rebuilds = {(r.table, r.beside): r for r in rows if r.phase == Phase.REBUILD and r.table is not None}
+        self.line(f"\nWhere the {timings.wall_seconds:.2f} s went:")
+        for row in rows:
+            if row.beside and not rows[rows.index(row) - 1].beside:
+                self.line("  beside the phases above (another connection, not added up):")
+            if row.phase == Phase.REBUILD and row.table is not None:
+                continue
+            line = self.phase_cell(timings, row, f"{row.phase} {display_name(row.table)}" if row.table else row.phase)
+            rebuild = rebuilds.get((row.table, row.beside)) if row.phase == Phase.COPY else None
+            self.line(line + ("   " + self.phase_cell(timings, rebuild, "index rebuild", 14) if rebuild else ""))
+
+    @staticmethod
+    def phase_cell(timings: Timings, row: PhaseTime, label: str, width: int = 40) -> str:
+        share = "" if row.beside else f"{timings.share(row.seconds):>6.1%}"
+        return f"  {label:<{width}} {row.seconds:>8.3f} s {share:>6}"
 
     def checks(self, outcomes: Sequence[CheckOutcome]) -> None:
         if not outcomes:
@@ -318,6 +338,7 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings, out: Printer) -> i
                                    for ref, s in run.views.items()],
             "checks": [outcome_json(c, run.asset_name(c.table)) for c in run.checks],
             "seconds": round(run.seconds, 3),
+            "timings": run.timings.to_json() if run.timings else None,
             "run_id": run.run_id,
             "success": run.success,
         })
@@ -327,6 +348,8 @@ def cmd_refresh(args: argparse.Namespace, settings: Settings, out: Printer) -> i
         if run.success:
             out.refresh_summary(run)
         out.checks(run.checks)
+        if args.timings and run.timings:
+            out.timings(run.timings)
     return finish(run, out)
 
 
@@ -388,7 +411,9 @@ def parser() -> argparse.ArgumentParser:
     refresh.add_argument("--policy", default="", help=POLICY_HELP)
     refresh.add_argument("--full", action="store_true",
                          help="copy every table whole (default: copy only what differs from the target)")
-    refresh.add_argument("--json", action="store_true")
+    refresh.add_argument("--json", action="store_true", help="the tables, checks and timings as JSON")
+    refresh.add_argument("--timings", action="store_true",
+                         help="where the time went: each phase and table, and Dagster's share")
     refresh.set_defaults(run=cmd_refresh)
 
     validate = sub.add_parser("validate", help="run every check now, copying nothing (recorded in Dagster)")

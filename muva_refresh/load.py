@@ -11,7 +11,7 @@ from __future__ import annotations
 import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable, Generator, Iterable, Iterator, Mapping, TypeVar
 
@@ -29,6 +29,7 @@ from .sequences import sequence_pairs, sync_sequences
 from .shape import WHOLE, Shape
 from .snapshot import attach_snapshot
 from .stream import DELTA, UNCHANGED, CopyStats, copy_format, stream_table
+from .timings import Phase, PhaseClock
 from .views import ViewStats, refresh_views
 
 REPLICA_ROLE = sql.SQL("SET LOCAL session_replication_role = replica")
@@ -126,6 +127,7 @@ class Load:
     snapshot_id: str
     shapes: Mapping[TableRef, Shape]  # masked and subsetted tables; the others go whole
     gate: GateFn | None = None
+    clock: PhaseClock = field(default_factory=PhaseClock)
     # True: every table is emptied and copied whole. False (the atomic load only): each table is
     # compared with the target, and only its changed keys are deleted and copied again.
     full: bool = True
@@ -133,7 +135,8 @@ class Load:
     def truncate(self, dst: psycopg.Connection, refs: Iterable[TableRef] | None = None) -> None:
         refs = list(self.plan.selected if refs is None else refs)
         if refs:
-            dst.execute(TRUNCATE.format(tables=sql.SQL(", ").join(r.ident() for r in refs)))
+            with self.clock.measure(Phase.TRUNCATE):
+                dst.execute(TRUNCATE.format(tables=sql.SQL(", ").join(r.ident() for r in refs)))
 
     def copy_one(self, src: psycopg.Connection, dst: psycopg.Connection, ref: TableRef,
                  truncated_here: bool = False) -> Generator[TableStreaming, None, CopyStats]:
@@ -144,7 +147,7 @@ class Load:
         """
         table = self.plan.catalog.table(ref)
         return (yield from self.stream_rows(src, dst, table, self.shapes.get(ref, WHOLE),
-                                            freeze=truncated_here and not table.partitioned, rebuild=True))
+                                            freeze=truncated_here, rebuild=True))
 
     def stream_rows(self, src: psycopg.Connection, dst: psycopg.Connection, table: Table, shape: Shape,
                     freeze: bool, rebuild: bool) -> Generator[TableStreaming, None, CopyStats]:
@@ -152,11 +155,13 @@ class Load:
         are dropped first and built again after."""
         started = time.perf_counter()
         deferred = rebuilt_indexes(self.target_catalog.table(table.ref)) if rebuild else ()
-        drop_indexes(dst, table, deferred)
-        streaming = stream_table(src, dst, table, copy_format(table, self.plan.catalog, self.target_catalog),
-                                 shape, freeze=freeze)
-        stats = yield from mapped(streaming, lambda tick: TableStreaming(table.ref, *tick, table.estimated_rows))
-        build_indexes(dst, table, deferred, stats.bytes)
+        with self.clock.measure(Phase.COPY, table.ref):
+            drop_indexes(dst, table, deferred)
+            streaming = stream_table(src, dst, table, copy_format(table, self.plan.catalog, self.target_catalog),
+                                     shape, freeze=freeze)
+            stats = yield from mapped(streaming, lambda tick: TableStreaming(table.ref, *tick, table.estimated_rows))
+        with self.clock.measure(Phase.REBUILD, table.ref):
+            build_indexes(dst, table, deferred, stats.bytes)
         return replace(stats, seconds=time.perf_counter() - started)  # the whole table, rebuilds included
 
     def whole_tables(self, dst: psycopg.Connection) -> tuple[dict[TableRef, str], dict[TableRef, tuple[str, ...]]]:
@@ -198,7 +203,8 @@ class Load:
         (readers keep reading the old rows until the commit), or the whole table when most changed."""
         started = time.perf_counter()
         table, shape = self.plan.catalog.table(ref), self.shapes.get(ref, WHOLE)
-        compared = compare(src, dst, table, key, shape)
+        with self.clock.measure(Phase.COMPARE, ref):
+            compared = compare(src, dst, table, key, shape)
         known = dict(compared_rows=compared.source_rows, source_digest=compared.source_digest)
         if compared.unchanged:
             fmt = copy_format(table, self.plan.catalog, self.target_catalog)
@@ -228,8 +234,10 @@ class Load:
         """After every table: the materialized views that read a table that changed, then the
         sequences (setval cannot be rolled back, so it comes last)."""
         changed = [ref for ref, stats in done.items() if stats.path != UNCHANGED]
-        views = refresh_views(dst, views_to_refresh(self.plan.catalog.materialized_views, changed))
-        sync_sequences(src, dst, sequence_pairs(self.plan, self.target_catalog))
+        with self.clock.measure(Phase.VIEWS):
+            views = refresh_views(dst, views_to_refresh(self.plan.catalog.materialized_views, changed))
+        with self.clock.measure(Phase.SEQUENCES):
+            sync_sequences(src, dst, sequence_pairs(self.plan, self.target_catalog))
         return views
 
     def atomically(self, src: psycopg.Connection, dst: psycopg.Connection) -> Generator[object, None, Loaded]:
@@ -250,6 +258,7 @@ class Load:
                         yield TableCopied(ref, done[ref])
                 yield from self.gated(src, dst, done)  # after the last table, so a cycle's members are all loaded
                 views = self.finish(src, dst, done)
+            self.clock.since_last(Phase.COMMIT)
         except psycopg.Error as exc:
             where = next((r for b in self.plan.batches for r in b if r not in done), "the materialized views")
             raise CopyError(

@@ -6,12 +6,13 @@ source is only ever read, and the default load is one target transaction, so a f
 leaves staging exactly as it was. The caller (the Dagster edge, a test, the benchmark) only
 listens: `refresh_events` yields a `SnapshotTaken`, each table's `TableStreaming` and
 `TableCopied`, the blocking checks' `CheckOutcome`s, `Committed`, then the other checks'
-outcomes as they finish.
+outcomes as they finish, and `Finished` with where the time went.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Collection, Iterable, Iterator, Mapping
 
@@ -36,6 +37,7 @@ from .settings import TableFilter
 from .shaping import Shaping, shaping_for
 from .snapshot import exported_snapshot
 from .stream import CopyStats
+from .timings import Phase, PhaseClock, Timings
 from .views import ViewStats, refresh_views
 
 
@@ -142,7 +144,14 @@ class ViewsRefreshed:
     views: Mapping[TableRef, ViewStats]
 
 
-Event = SnapshotTaken | TableStreaming | TableCopied | CheckOutcome | Committed | ViewsRefreshed
+@dataclass(frozen=True)
+class Finished:
+    """The refresh is over, its checks included: where its time went."""
+
+    timings: Timings
+
+
+Event = SnapshotTaken | TableStreaming | TableCopied | CheckOutcome | Committed | ViewsRefreshed | Finished
 
 
 class Progress:
@@ -162,22 +171,26 @@ def refresh_events(source: Endpoint, target: Endpoint, options: RefreshOptions =
     if options.workers < 1:
         raise ConfigError(f"workers must be at least 1, got {options.workers}")
     started = time.perf_counter()
+    clock = PhaseClock()
     if options.shaping is not None:
         source = replace(source, session=options.shaping.session())
-    verifier = Verifier(options.check_settings)
+    verifier = Verifier(options.check_settings, clock)
     with exported_snapshot(source) as (src, snapshot_id):
+        clock.since_last(Phase.SNAPSHOT)
         yield SnapshotTaken(snapshot_id)
         dst = target.connect(read_only=False)
         try:
-            plan, target_catalog = guarded_plan(source, target, src, dst, options)
+            with clock.measure(Phase.GUARDS):
+                plan, target_catalog = guarded_plan(source, target, src, dst, options)
             shapes = options.shaping.shapes(plan.catalog) if options.shaping else {}
             digests = SnapshotDigests(source, snapshot_id, shapes)
             try:
                 load = Load(plan, target_catalog, source, target, snapshot_id, shapes,
-                            verifier.gate if IN_LOAD in options.check_phases else None,
+                            verifier.gate if IN_LOAD in options.check_phases else None, clock,
                             full=options.full or options.workers > 1)
-                loaded = yield from (load.atomically(src, dst) if options.workers == 1
-                                     else load.in_parallel(src, dst, options.workers))
+                with clock.measure(Phase.PARALLEL_LOAD) if options.workers > 1 else nullcontext():
+                    loaded = yield from (load.atomically(src, dst) if options.workers == 1
+                                         else load.in_parallel(src, dst, options.workers))
             except BaseException:
                 digests.abandon()
                 raise
@@ -190,17 +203,19 @@ def refresh_events(source: Endpoint, target: Endpoint, options: RefreshOptions =
             dst.close()
     report = RefreshReport(snapshot_id, loaded.tables, loaded.failed, loaded.views, time.perf_counter() - started,
                            plan.catalog, target_catalog, options.workers == 1, digests)
-    yield from committed(report, verifier, target, AFTER_COMMIT in options.check_phases)
+    yield from committed(report, verifier, target, AFTER_COMMIT in options.check_phases, clock)
+    yield Finished(clock.timings())
     report.raise_for_failures()
 
 
-def committed(report: RefreshReport, verifier: Verifier, target: Endpoint, check: bool) -> Iterator[Event]:
+def committed(report: RefreshReport, verifier: Verifier, target: Endpoint, check: bool,
+              clock: PhaseClock) -> Iterator[Event]:
     """`Committed`, with the checks after COMMIT already running, so the listener's own work
     (Dagster storing the materializations) overlaps them; then their outcomes as they finish."""
     if not check:
         yield Committed(report)
         return
-    with verifier.checking_after_commit(target, report.copies()) as finished:
+    with clock.measure(Phase.CHECKS_AFTER_COMMIT), verifier.checking_after_commit(target, report.copies()) as finished:
         yield Committed(report)
         for found in finished:
             yield from found

@@ -19,7 +19,8 @@ from .refresh import Progress, RefreshOptions
 from .resources import PreparedRuns
 from .settings import Settings
 from .stream import CopyStats
-from .translator import TableKeys, TableTranslator
+from .timings import Timings
+from .translator import TIMINGS, TableKeys, TableTranslator
 from .views import ViewStats
 
 # The CLI says what matters itself; the run's full log, traces included, stays in the UI.
@@ -47,6 +48,7 @@ class JobOutcome:
     checks: tuple[CheckOutcome, ...]
     failure: RunFailure | None
     keys: TableKeys
+    timings: Timings | None = None  # the engine's phases and Dagster's share of `seconds`; None without a copy
 
     @property
     def success(self) -> bool:
@@ -121,17 +123,27 @@ class Runner:
         started = time.perf_counter()
         with dg.DagsterInstance.get() as instance:
             result = job.execute_in_process(instance=instance, run_config={**QUIET, **config}, raise_on_error=False)
+        seconds = time.perf_counter() - started
         materialized = self.materialized(result.get_asset_materialization_events())
         return JobOutcome(
             run_id=result.run_id,
-            seconds=time.perf_counter() - started,
+            seconds=seconds,
             tables={ref: m for ref, m in materialized.items() if isinstance(m, CopyStats)},
             views={ref: m for ref, m in materialized.items() if isinstance(m, ViewStats)},
             checks=tuple(self.translator.outcome(e, self.keys.table_of[e.asset_key])
                          for e in result.get_asset_check_evaluations()),
             failure=None if result.success else run_failure(result.all_events),
             keys=self.keys,
+            timings=self.timings(result.get_asset_observation_events(), seconds),
         )
+
+    def timings(self, observations: Iterable[dg.DagsterEvent], seconds: float) -> Timings | None:
+        """The engine's breakdown the run observed, inside the job's `seconds`: the rest is Dagster's."""
+        for event in observations:
+            metadata = event.asset_observation_data.asset_observation.metadata
+            if TIMINGS in metadata:
+                return self.translator.timings(metadata).around(seconds)
+        return None
 
     def materialized(self, events: Iterable[dg.DagsterEvent]) -> dict[TableRef, CopyStats | ViewStats]:
         found: dict[TableRef, CopyStats | ViewStats] = {}

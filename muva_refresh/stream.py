@@ -1,16 +1,17 @@
 """One table's rows from the source to the target: COPY TO STDOUT piped into COPY FROM STDIN,
-block by block, so memory stays flat whatever the table's size."""
+block by block, so memory stays flat whatever the table's size; a partitioned table leaf by leaf."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Generator
 
 import psycopg
 from psycopg import sql
 
 from .catalog import Catalog, Table
+from .partitions import matching_leaves
 from .shape import WHOLE, Shape
 
 COPY_OUT = sql.SQL("COPY ({rows}) TO STDOUT (FORMAT {format})")
@@ -117,6 +118,32 @@ class Gathered:
 
 def stream_table(src: psycopg.Connection, dst: psycopg.Connection, table: Table, fmt: str,
                  shape: Shape = WHOLE, freeze: bool = False) -> Generator[Tick, None, CopyStats]:
+    """`table`'s rows from `src` into `dst`, yielding pump's ticks. A partitioned table goes leaf by
+    leaf where both sides partition it alike and the rows are not a subset's (whose filter would
+    run once per leaf); otherwise through its parent, which cannot FREEZE."""
+    leaves = matching_leaves(src, dst, table.ref) if table.partitioned and shape.where is None else None
+    if leaves is None:
+        return (yield from stream_one(src, dst, table, fmt, shape, freeze and not table.partitioned))
+    done = CopyStats(0, 0, 0.0, fmt)
+    for leaf in leaves:
+        streaming = stream_one(src, dst, replace(table, ref=leaf, partitioned=False), fmt, shape, freeze)
+        stats = yield from ticks_after(streaming, done)
+        done = CopyStats(done.rows + stats.rows, done.bytes + stats.bytes, done.seconds + stats.seconds, fmt)
+    return done
+
+
+def ticks_after(streaming: Generator[Tick, None, CopyStats], before: CopyStats) -> Generator[Tick, None, CopyStats]:
+    """A leaf's ticks counted on from the leaves before it."""
+    while True:
+        try:
+            size, rows = next(streaming)
+        except StopIteration as end:
+            return end.value
+        yield before.bytes + size, None if rows is None else before.rows + rows
+
+
+def stream_one(src: psycopg.Connection, dst: psycopg.Connection, table: Table, fmt: str,
+               shape: Shape = WHOLE, freeze: bool = False) -> Generator[Tick, None, CopyStats]:
     """COPY TO STDOUT -> COPY FROM STDIN, gathered into writes of WRITE_BYTES; memory stays at that
     and psycopg's bounded writer queue. Yields pump's ticks."""
     with dst.cursor().copy(copy_in_sql(table, fmt, freeze)) as into:

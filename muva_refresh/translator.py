@@ -19,6 +19,7 @@ from .checks import CHECKS, WARN, CheckOutcome
 from .graph import Plan
 from .refresh import RefreshReport
 from .stream import FULL, CopyStats
+from .timings import Timings
 from .views import ViewStats
 
 VIEWS_GROUP = "materialized_views"
@@ -26,6 +27,10 @@ PRODUCTION_GROUP = "production"
 # Materialization metadata the translator writes and reads back.
 ROWS, BYTES, SECONDS, MB_PER_S, FORMAT = "rows", "bytes", "seconds", "MB/s", "copy_format"
 PATH, WHY, COPIED, DELETED, COMPARED = "path", "path_reason", "rows_copied", "rows_deleted", "rows_compared"
+# A run's breakdown: a table for people, and the engine's timings to read back.
+TIMINGS_TABLE, TIMINGS = "timings", "engine_timings"
+TIMINGS_SCHEMA = dg.TableSchema(columns=[dg.TableColumn("phase", "string"), dg.TableColumn("table", "string"),
+                                         dg.TableColumn("seconds", "float"), dg.TableColumn("share", "string")])
 
 
 def key_part(name: str) -> str:
@@ -166,6 +171,19 @@ class TableTranslator:
     def view_metadata(self, stats: ViewStats) -> dict[str, object]:
         return {"dagster/row_count": dg.MetadataValue.int(stats.rows), ROWS: dg.MetadataValue.int(stats.rows),
                 SECONDS: dg.MetadataValue.float(round(stats.seconds, 4))}
+
+    def timings_metadata(self, engine: Timings, run: Timings) -> dict[str, object]:
+        """`run`'s breakdown as a table (the engine's phases and Dagster's share), and `engine`'s to read back."""
+        records = [dg.TableRecord({"phase": r.phase, "table": str(r.table or ""), "seconds": round(r.seconds, 3),
+                                   "share": "beside, not added up" if r.beside else f"{run.share(r.seconds):.1%}"})
+                   for r in run.rows()]
+        return {TIMINGS_TABLE: dg.MetadataValue.table(records, TIMINGS_SCHEMA),
+                "run_seconds_so_far": dg.MetadataValue.float(round(run.wall_seconds, 3)),
+                "engine_seconds": dg.MetadataValue.float(round(engine.wall_seconds, 3)),
+                TIMINGS: dg.MetadataValue.json(engine.to_json())}
+
+    def timings(self, metadata: Mapping[str, Any]) -> Timings:
+        return Timings.from_json(plain_metadata(metadata)[TIMINGS])
 
     def view_stats(self, metadata: Mapping[str, Any]) -> ViewStats:
         plain = plain_metadata(metadata)
