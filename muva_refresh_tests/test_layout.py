@@ -12,7 +12,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "muva_refresh"
 # In the order the data flows; a module imports only modules before it.
 ENGINE = ("errors", "settings", "endpoint", "catalog", "graph", "shape", "policy", "masking", "subset", "shaping",
-          "guards", "snapshot", "stream", "digest", "indexes", "sequences", "views", "load", "checks", "refresh")
+          "guards", "snapshot", "stream", "digest", "indexes", "sequences", "views", "load", "leaks", "checks",
+          "refresh")
 EDGE = ("resources", "translator", "assets", "sensors", "definitions", "runs", "storage", "instance", "cli")
 SHAPING = ("shape", "policy", "masking", "subset", "shaping")
 LOAD = ("snapshot", "stream", "digest", "indexes", "sequences", "views", "load", "refresh")

@@ -1,0 +1,291 @@
+"""Where production's values of masked columns turn up on staging: the leak half of `masking`.
+
+Inside the refresh's snapshot the source hashes every value of the masked columns as production
+holds it: the whole value, and the e-mail and phone tokens inside it. Only these 8-byte hashes
+leave production, streamed by COPY into a temporary table of the target's load session, each with
+the number of the masked column it came from; the tool holds no value and no set of hashes. The
+target hashes every leaf of its copied text-like columns alike (text, varchar, char, citext, json
+and jsonb string values at any depth, arrays of these) and joins, inside the load transaction.
+
+What counts as the same value (a key): the value trimmed and lower-cased (ASCII letters only, so
+both servers agree whatever their locale); a value written only with digits, spaces and + ( ) . -
+is a phone, and its key is its digits. Inside free text the tokens are e-mail addresses, and
+phones written with a leading + or as NNN NNN NNNN (separators space, dot or dash). A key is
+checked when it has at least MIN_TEXT_KEY characters, or is an e-mail (something@domain.tld),
+or a phone of at least MIN_PHONE_DIGITS digits, and is not one character repeated: 'unknown',
+a one-letter code or '0000000' match too much to mean anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+import psycopg
+from psycopg import sql
+
+from .catalog import Catalog, Column, Table, TableRef
+from .digest import TEXT_HASH
+from .masking import TEXT_TYPE, MaskPlan
+from .policy import Rule, path_text
+
+MIN_TEXT_KEY = 8
+MIN_PHONE_DIGITS = 7
+TEXT, JSON = "text", "json"
+ARRAY_OF = re.compile(r"^(.+)\[\]$")
+HASHES = sql.Identifier("pg_temp", "muva_masked_hashes")
+VALUE_KINDS = ("email", "phone", "person_name", "digits", "hash")  # rules that suit a fix, in json too
+
+# Tokens inside lower-cased text. A phone is +digits with up to two separators between digits
+# (7 to 15 digits), or NNN NNN NNNN; it is looked for only inside a RUN of digits and separators,
+# which a simpler expression finds at a fraction of the cost.
+EMAIL = r"[a-z0-9._%+-]+@[a-z0-9-]+(?:\.[a-z0-9-]+)*\.[a-z]{2,}"
+RUN = r"[+(]?[0-9][0-9 .()+-]{5,}[0-9]"
+PHONE = r"\+[0-9](?:[ .()-]{0,2}[0-9]){6,14}|(?<![0-9])\(?[0-9]{3}\)?[ .-]?[0-9]{3}[ .-][0-9]{4}(?![0-9])"
+PHONE_CHARACTERS = r"^[-0-9 +().]+$"
+EMAIL_KEY = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+STRING_LEAVES = "strict $.** ? (@.type() == \"string\")"
+
+LEAF = sql.SQL("SELECT {tag}, CAST({value} AS text)")
+JSON_LEAVES = sql.SQL("SELECT {tag}, leaf #>> '{{}}' FROM jsonb_path_query({document}, {path_query}) AS leaf")
+TABLE_LEAVES = sql.SQL("SELECT leaf.tag, leaf.v FROM {table} AS t CROSS JOIN LATERAL ({leaves}) AS leaf (tag, v)")
+# Every key of every leaf, hashed: the whole value's, and each token that differs from it. Keys
+# too short to check are left out where `checked` says so: the source's side, which the target's
+# keys must match to count.
+KEYED = sql.SQL(
+    "WITH whole AS MATERIALIZED (SELECT tag, w, CASE WHEN w ~ {phone_characters} "
+    "THEN regexp_replace(w, '[^0-9]+', '', 'g') ELSE w END AS k "
+    "FROM (SELECT leaf.tag, lower(btrim(leaf.v) COLLATE \"C\") FROM ({leaves}) AS leaf (tag, v) "
+    "WHERE leaf.v IS NOT NULL) AS low (tag, w)) "
+    "SELECT tag, {hash} AS h FROM (SELECT tag, k FROM whole UNION ALL "
+    "SELECT tag, token FROM ("
+    "SELECT tag, k, email[1] FROM (SELECT tag, k, regexp_matches(CASE WHEN strpos(w, '@') > 0 THEN w END, "
+    "{email}, 'g') FROM whole) AS emails (tag, k, email) UNION ALL "
+    "SELECT tag, k, regexp_replace(phone[1], '[^0-9]+', '', 'g') FROM (SELECT tag, k, regexp_matches(run[1], "
+    "{phone}, 'g') FROM (SELECT tag, k, regexp_matches(w, {run}, 'g') FROM whole) AS runs (tag, k, run)"
+    ") AS phones (tag, k, phone)) AS tokens (tag, k, token) WHERE token <> k) AS keys (tag, k) WHERE {checked}"
+)
+CHECKED = sql.SQL("(length(k) >= {min_text} OR k ~ {phone_key} OR k ~ {email_key}) AND ltrim(k, left(k, 1)) <> ''")
+CREATE_HASHES = sql.SQL("CREATE TEMP TABLE {hashes} (h bigint NOT NULL, origin integer NOT NULL)")
+HASHES_EXIST = sql.SQL("SELECT to_regclass({name}) IS NOT NULL")
+SEND_HASHES = sql.SQL("COPY (SELECT DISTINCT h, tag FROM ({keyed}) AS hashed) TO STDOUT (FORMAT BINARY)")
+RECEIVE_HASHES = sql.SQL("COPY {hashes} (h, origin) FROM STDIN (FORMAT BINARY)")
+ANALYZE_HASHES = sql.SQL("ANALYZE {hashes}")
+FOUND = sql.SQL("SELECT keyed.tag, m.origin, count(*) FROM ({keyed}) AS keyed JOIN {hashes} AS m ON m.h = keyed.h "
+                "GROUP BY 1, 2 ORDER BY 1, 2")
+# Every string leaf of a json document with its path: keys, and [] for an array's elements.
+WALK = sql.SQL(
+    "WITH RECURSIVE walk (path, value) AS (SELECT CAST(ARRAY[] AS text[]), doc FROM ({documents}) AS d (doc) "
+    "UNION ALL SELECT walk.path || step.key, step.value FROM walk CROSS JOIN LATERAL ("
+    "SELECT key, value FROM jsonb_each(CASE WHEN jsonb_typeof(walk.value) = 'object' THEN walk.value END) "
+    "UNION ALL SELECT '[]', value FROM jsonb_array_elements(CASE WHEN jsonb_typeof(walk.value) = 'array' "
+    "THEN walk.value END)) AS step) "
+    "SELECT path, value #>> '{{}}' FROM walk WHERE jsonb_typeof(value) = 'string'"
+)
+DOCUMENTS = sql.SQL("SELECT {document} FROM {table} AS t WHERE {document} IS NOT NULL{limit}")
+# A json rule's masked path, left out of the target's document: its value there is masked.
+WITHOUT_PATH = sql.SQL("(SELECT CASE WHEN d #> {path} IS NULL THEN d ELSE d #- {path} END FROM (SELECT {document}) AS x (d))")
+
+
+def leaf_kind(column_type: str) -> str | None:
+    """TEXT for one text value, JSON for string leaves (json, jsonb, and arrays of text-like types)."""
+    if TEXT_TYPE.match(column_type):
+        return TEXT
+    element = ARRAY_OF.match(column_type)
+    if column_type in ("json", "jsonb") or element and leaf_kind(element.group(1)) is not None:
+        return JSON
+    return None
+
+
+def document(column: Column) -> sql.Composable:
+    """The column of `t` as jsonb, for a column of kind JSON."""
+    value = sql.SQL("t.{}").format(sql.Identifier(column.name))
+    if column.type == "jsonb":
+        return value
+    if column.type == "json":
+        return sql.SQL("CAST({} AS jsonb)").format(value)
+    return sql.SQL("to_jsonb({})").format(value)
+
+
+def path_array(path: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL("CAST({} AS text[])").format(sql.Literal(list(path)))
+
+
+def leaf_set(tag: sql.Composable, kind: str, value: sql.Composable) -> sql.Composable:
+    if kind == TEXT:
+        return LEAF.format(tag=tag, value=value)
+    return JSON_LEAVES.format(tag=tag, document=value, path_query=sql.Literal(STRING_LEAVES))
+
+
+def keyed(leaves: sql.Composable, seed: int, checked: bool = False) -> sql.Composable:
+    """`leaves` (a query of (tag, text)) as (tag, hash) rows; with `checked`, only the keys long
+    enough to check."""
+    minimum = CHECKED.format(min_text=sql.Literal(MIN_TEXT_KEY), email_key=sql.Literal(EMAIL_KEY),
+                             phone_key=sql.Literal(f"^[0-9]{{{MIN_PHONE_DIGITS},}}$"))
+    return KEYED.format(leaves=leaves, hash=TEXT_HASH.format(sql.SQL("k"), sql.Literal(seed)),
+                        phone_characters=sql.Literal(PHONE_CHARACTERS), email=sql.Literal(EMAIL),
+                        run=sql.Literal(RUN), phone=sql.Literal(PHONE),
+                        checked=minimum if checked else sql.SQL("true"))
+
+
+def table_leaves(table: Table, leaves: Iterable[sql.Composable]) -> sql.Composable:
+    return TABLE_LEAVES.format(table=table.ref.ident(), leaves=sql.SQL(" UNION ALL ").join(leaves))
+
+
+def seed_for(snapshot_id: str) -> int:
+    """The run's hash seed: hashes from one run mean nothing in another."""
+    return int.from_bytes(hashlib.sha256(snapshot_id.encode()).digest()[:8], "big", signed=True)
+
+
+# --- the source: production's values of the masked columns ----------------------------------------
+
+@dataclass(frozen=True)
+class Origin:
+    """A masked column (or a json rule's path in one) whose production values are looked for."""
+
+    ref: TableRef
+    column: Column
+    rule: Rule
+    path: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return ".".join(filter(None, (str(self.ref), self.column.name, path_text(self.path))))
+
+    def leaves(self, tag: int) -> sql.Composable:
+        kind = leaf_kind(self.column.type)
+        if kind == TEXT:
+            return leaf_set(sql.Literal(tag), TEXT, sql.SQL("t.{}").format(sql.Identifier(self.column.name)))
+        value = document(self.column)
+        if self.path:
+            value = sql.SQL("({} #> {})").format(value, path_array(self.path))
+        return leaf_set(sql.Literal(tag), JSON, value)
+
+
+def origins(plan: MaskPlan, catalog: Catalog) -> list[Origin]:
+    """The masked columns of a text-like type, a json rule's paths one by one. An FK column that
+    follows a masked parent is left out: its values are among the parent's."""
+    followers = {(fk.child, child) for fk in catalog.foreign_keys
+                 for child, parent in zip(fk.child_columns, fk.parent_columns)
+                 if parent in plan.rules_of(fk.parent)}
+    found = []
+    for ref in sorted(plan.columns):
+        table = catalog.by_ref.get(ref)
+        for name, rule in sorted(plan.rules_of(ref).items()):
+            column = table.column(name) if table else None
+            if column is None or (ref, name) in followers or leaf_kind(column.type) is None:
+                continue
+            if rule.kind == "json":
+                found += [Origin(ref, column, inner, path) for path, inner in rule.paths]
+            else:
+                found.append(Origin(ref, column, rule))
+    return found
+
+
+def send_hashes(src: psycopg.Connection, dst: psycopg.Connection, catalog: Catalog, found: list[Origin],
+                seed: int) -> None:
+    """Production's hashes into the target session's temporary table, block by block, once per
+    session (a failed parallel unit's rollback takes the table along: then again)."""
+    if dst.execute(HASHES_EXIST.format(name=sql.Literal(HASHES.as_string(dst)))).fetchone()[0]:
+        return
+    dst.execute(CREATE_HASHES.format(hashes=HASHES))
+    per_table: dict[TableRef, list[sql.Composable]] = {}
+    for tag, origin in enumerate(found):
+        per_table.setdefault(origin.ref, []).append(origin.leaves(tag))
+    union = sql.SQL(" UNION ALL ").join(table_leaves(catalog.table(ref), leaves) for ref, leaves in per_table.items())
+    with src.cursor().copy(SEND_HASHES.format(keyed=keyed(union, seed, checked=True))) as sent, \
+            dst.cursor().copy(RECEIVE_HASHES.format(hashes=HASHES)) as received:
+        for block in sent:
+            received.write(block)
+    dst.execute(ANALYZE_HASHES.format(hashes=HASHES))
+
+
+# --- the target: every copied text-like leaf ------------------------------------------------------
+
+@dataclass(frozen=True)
+class Leak:
+    """Production values of masked columns found in one column of staging, or one json path in it."""
+
+    place: str  # column, or column.path inside a json value ([] for an array's elements)
+    found: tuple[tuple[str, int], ...]  # (the masked column they came from, values found)
+    kept: bool  # the policy keeps this column: the user decided, so a WARN
+    fix: str  # the policy line that masks it, or keeps it
+
+    @property
+    def count(self) -> int:
+        return sum(n for _, n in self.found)
+
+    def describe(self) -> str:
+        return f"{self.place} ({', '.join(f'{n:,} of {origin}' for origin, n in self.found)})"
+
+
+def scanned_value(table: Table, column: Column, plan: MaskPlan) -> sql.Composable | None:
+    """What the leak scan reads of a target column: nothing of a masked one, and a json rule's
+    document without its masked paths."""
+    rule = plan.rules_of(table.ref).get(column.name)
+    kind = leaf_kind(column.type)
+    if kind is None or rule is not None and rule.kind != "json":
+        return None
+    if kind == TEXT:
+        return sql.SQL("t.{}").format(sql.Identifier(column.name))
+    value = document(column)
+    for path, _ in rule.paths if rule else ():
+        value = WITHOUT_PATH.format(path=path_array(path), document=value)
+    return value
+
+
+def string_leaves(table: Table, value: sql.Composable, limit: int | None = None) -> sql.Composable:
+    """(path, text) of every string leaf of `value` (a jsonb expression over `t`), in the first
+    `limit` rows that have one, or in all."""
+    cut = sql.SQL(" LIMIT {}").format(sql.Literal(limit)) if limit else sql.SQL("")
+    return WALK.format(documents=DOCUMENTS.format(document=value, table=table.ref.ident(), limit=cut))
+
+
+def place_name(column: str, path: Iterable[str]) -> str:
+    return column + "".join("[]" if step == "[]" else "." + path_text((step,)) for step in path)
+
+
+def find_leaks(src: psycopg.Connection, dst: psycopg.Connection, catalog: Catalog, plan: MaskPlan,
+               table: Table, seed: int) -> list[Leak]:
+    """Every copied text-like column of `table` on the target (inside the load transaction) that
+    holds production values of masked columns; inside a document, each json path."""
+    scanned = [(c, v) for c in table.copied_columns if (v := scanned_value(table, c, plan)) is not None]
+    found = origins(plan, catalog)
+    if not scanned or not found:
+        return []
+    send_hashes(src, dst, catalog, found, seed)
+    leaves = [leaf_set(sql.Literal(i), leaf_kind(c.type), v) for i, (c, v) in enumerate(scanned)]
+    hits: dict[tuple[str, tuple[str, ...]], dict[int, int]] = {}
+    documents = set()
+    for tag, origin, count in dst.execute(FOUND.format(keyed=keyed(table_leaves(table, leaves), seed), hashes=HASHES)):
+        if leaf_kind(scanned[tag][0].type) == JSON:
+            documents.add(tag)  # named path by path below
+        else:
+            hits.setdefault((scanned[tag][0].name, ()), {})[origin] = count
+    for tag in sorted(documents):
+        column, value = scanned[tag]
+        found_paths = FOUND.format(keyed=keyed(string_leaves(table, value), seed), hashes=HASHES)
+        for path, origin, count in dst.execute(found_paths):
+            hits.setdefault((column.name, tuple(path)), {})[origin] = count
+    kept = plan.kept.get(table.ref, frozenset())
+    return [Leak(place_name(column, path), tuple((str(found[o]), n) for o, n in sorted(by_origin.items())),
+                 column in kept, fix_for(table.ref, column, path, [found[o] for o in by_origin]))
+            for (column, path), by_origin in sorted(hits.items())]
+
+
+def fix_for(ref: TableRef, column: str, path: tuple[str, ...], sources: list[Origin]) -> str:
+    """The policy line that masks the place, with the rule of a column its values came from where
+    that rule suits it, or the one that keeps it."""
+    inner = next((o.rule.kind for o in sources if o.rule.kind in VALUE_KINDS), "hash")
+    return f'{policy_line(ref, column, path, inner)}, or "{ref}.{column}" = "keep"'
+
+
+def policy_line(ref: TableRef, column: str, path: tuple[str, ...], kind: str) -> str:
+    """The [mask] line that masks a column, or a path inside its json value, with rule `kind`."""
+    key = f'"{ref}.{column}"'
+    if "[]" in path:  # a json rule's path names one array element, not all of them
+        return f'{key} = "null" (or a sql rule that changes every value)'
+    if path:
+        return f'{key} = {{ rule = "json", paths = {{ "{path_text(path)}" = "{kind}" }} }}'
+    return f'{key} = "{kind}"'
