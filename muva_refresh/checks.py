@@ -14,7 +14,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import psycopg
 from psycopg import sql
@@ -23,7 +23,7 @@ from .catalog import Catalog, Column, ForeignKey, Index, Table, TableRef, read_c
 from .digest import count_rows, row_digest
 from .endpoint import Endpoint, ThreadConnections
 from .errors import BlockingCheckError
-from .leaks import JSON, Leak, document, find_leaks, leaf_kind, place_name, policy_line, seed_for, string_leaves
+from .leaks import JSON, Leak, LeakScan, document, leaf_kind, place_name, policy_line, seed_for, string_leaves
 from .load import TableCopy
 from .masking import TEXT_TYPE
 from .settings import TableFilter
@@ -56,6 +56,7 @@ MASK_PROBE = sql.SQL(
 )
 SAMPLE_VALUES = sql.SQL("SELECT {column}::text FROM {table} WHERE {column} IS NOT NULL LIMIT {limit}")
 SAMPLE_ROWS = 50  # values, or json documents, a coverage warning looks at
+MERGE_BATCH = 5000  # hashes fetched at a time from each side of a merge: few round trips, little memory
 # Column names that look personal, for warnings about columns without a rule (use .search).
 # Plain words match anywhere (guest_email, mobileNumber, date_of_birth, home_address). A name
 # ending in _id, _type, _status, _at ... describes or points at a value (phone_number_id,
@@ -154,6 +155,7 @@ class CheckSubject:
     basis: Mapping[str, Any]
     settings: "CheckSettings"
     source_conn: psycopg.Connection | None = None  # the source, for the blocking checks and live runs
+    leak_scan: LeakScan | None = None  # inside a refresh's load, under a policy: its tables' leaks
 
     @property
     def ref(self) -> TableRef:
@@ -379,7 +381,7 @@ def masking(s: CheckSubject) -> CheckOutcome:
                                 **{f"unchanged.{n}": count for n, count in unchanged.items()}}
     same = [f"{name} ({count:,} rows)" for name, count in unchanged.items() if count]
     errors = [f"masked values equal the source's in {', '.join(same)}"] if same else []
-    found = leaks_of(s, shaping, metadata)
+    found = leaks_of(s, metadata)
     leaked, kept = [f for f in found if not f.kept], [f for f in found if f.kept]
     if leaked:
         errors.append(f"production values of masked columns are in {'; '.join(f.describe() for f in leaked)}: "
@@ -398,14 +400,13 @@ def masking(s: CheckSubject) -> CheckOutcome:
                      "and no production value of a masked column is elsewhere in it", **metadata)
 
 
-def leaks_of(s: CheckSubject, shaping: Shaping, metadata: dict[str, Any]) -> list[Leak]:
-    """The leaks into the table, inside a refresh's load; a live validation reads staging read
-    only, and the leak scan needs a temporary table there, so it is skipped, saying so."""
-    if s.basis.get("basis") != SNAPSHOT_BASIS or s.source_conn is None:
+def leaks_of(s: CheckSubject, metadata: dict[str, Any]) -> list[Leak]:
+    """The leaks into the table, found inside a refresh's load. A live validation reads staging
+    read only, and the scan needs a temporary table there: it says so instead."""
+    if s.leak_scan is None:
         metadata["leaks"] = "not checked: the leak scan runs inside a refresh's load"
         return []
-    found = find_leaks(s.source_conn, s.conn, s.source_catalog, shaping.masking, s.source,
-                       seed_for(s.basis["snapshot_id"]))
+    found = s.leak_scan.of(s.source)
     metadata["leaks"] = sum(f.count for f in found)
     for f in found:
         metadata[f"leak.{f.place}"] = ", ".join(f"{n:,} of {origin}" for origin, n in f.found)
@@ -421,6 +422,7 @@ def unchanged_values(s: CheckSubject, column: str) -> int:
     if s.source_conn is None:
         raise ValueError("the masking check reads the source; run it inside the load or live")
     with s.source_conn.cursor(name="muva_mask_source") as before, s.conn.cursor(name="muva_mask_target") as after:
+        before.itersize = after.itersize = MERGE_BATCH
         return sorted_overlap((h for (h,) in before.execute(probe)), (h for (h,) in after.execute(probe)))
 
 
@@ -536,10 +538,10 @@ class CheckSettings:
 
 
 def snapshot_subject(conn: psycopg.Connection, copy: TableCopy, settings: CheckSettings,
-                     source_conn: psycopg.Connection | None = None) -> CheckSubject:
+                     source_conn: psycopg.Connection | None = None, leak_scan: LeakScan | None = None) -> CheckSubject:
     basis = {"basis": SNAPSHOT_BASIS, "snapshot_id": copy.snapshot_id}
     return CheckSubject(conn, copy.source, copy.target, copy.source_catalog, SnapshotFacts(copy), basis, settings,
-                        source_conn)
+                        source_conn, leak_scan)
 
 
 class Verifier:
@@ -548,15 +550,22 @@ class Verifier:
     def __init__(self, settings: CheckSettings = CheckSettings()) -> None:
         self.settings = settings
 
-    def gate(self, src: psycopg.Connection, dst: psycopg.Connection, copy: TableCopy) -> Iterator[CheckOutcome]:
-        """The blocking checks' outcomes; then, if one failed, BlockingCheckError, which rolls the load back."""
-        found = run_checks(checks_in(IN_LOAD, self.settings), snapshot_subject(dst, copy, self.settings, src))
-        yield from found
-        failed = [o for o in found if o.fails_run]
-        if failed:
-            raise BlockingCheckError(
-                "; ".join(o.summary for o in failed) + "; the refresh was rolled back, staging is unchanged"
-            )
+    def gate(self, src: psycopg.Connection, dst: psycopg.Connection,
+             copies: Sequence[TableCopy]) -> Iterator[CheckOutcome]:
+        """The blocking checks' outcomes of the tables a load transaction holds, table by table; at
+        the first table whose check failed, BlockingCheckError, which rolls the load back."""
+        shaping = self.settings.shaping
+        leak_scan = LeakScan(src, dst, copies[0].source_catalog, shaping.masking, [c.source for c in copies],
+                             seed_for(copies[0].snapshot_id)) if shaping and copies else None
+        for copy in copies:
+            found = run_checks(checks_in(IN_LOAD, self.settings), snapshot_subject(dst, copy, self.settings, src,
+                                                                                   leak_scan))
+            yield from found
+            failed = [o for o in found if o.fails_run]
+            if failed:
+                raise BlockingCheckError(
+                    "; ".join(o.summary for o in failed) + "; the refresh was rolled back, staging is unchanged"
+                )
 
     def after_commit(self, target: Endpoint, copies: Iterable[TableCopy]) -> list[CheckOutcome]:
         """The non-blocking checks of every refreshed table, against the committed target."""

@@ -33,6 +33,7 @@ from .policy import Rule, path_text
 
 MIN_TEXT_KEY = 8
 MIN_PHONE_DIGITS = 7
+MAX_PHONE_LENGTH = 40  # characters of a whole value written as a phone, separators included
 TEXT, JSON = "text", "json"
 ARRAY_OF = re.compile(r"^(.+)\[\]$")
 HASHES = sql.Identifier("pg_temp", "muva_masked_hashes")
@@ -51,27 +52,34 @@ STRING_LEAVES = "strict $.** ? (@.type() == \"string\")"
 LEAF = sql.SQL("SELECT {tag}, CAST({value} AS text)")
 JSON_LEAVES = sql.SQL("SELECT {tag}, leaf #>> '{{}}' FROM jsonb_path_query({document}, {path_query}) AS leaf")
 TABLE_LEAVES = sql.SQL("SELECT leaf.tag, leaf.v FROM {table} AS t CROSS JOIN LATERAL ({leaves}) AS leaf (tag, v)")
-# Every key of every leaf, hashed: the whole value's, and each token that differs from it. Keys
-# too short to check are left out where `checked` says so: the source's side, which the target's
-# keys must match to count.
+LOWERED = sql.SQL("SELECT leaf.tag, lower(btrim(leaf.v) COLLATE \"C\") FROM ({leaves}) AS leaf (tag, v) "
+                  "WHERE leaf.v IS NOT NULL OFFSET 0")
+# A phone is short: the length test spares long text the regular expression.
+WHOLE_KEY = sql.SQL("CASE WHEN octet_length(w) <= {phone_length} AND w ~ {phone_characters} "
+                    "THEN regexp_replace(w, '[^0-9]+', '', 'g') ELSE w END")
+# Every key of every leaf, hashed: the whole value's, and each token that differs from it, looked
+# for only in the few leaves that can hold one. Keys too short to check are left out where
+# `checked` says so: on the source, whose keys the target's must match to count. (OFFSET 0 has
+# each key computed once, where the planner would copy its expression into every test of it.)
 KEYED = sql.SQL(
-    "WITH whole AS MATERIALIZED (SELECT tag, w, CASE WHEN w ~ {phone_characters} "
-    "THEN regexp_replace(w, '[^0-9]+', '', 'g') ELSE w END AS k "
-    "FROM (SELECT leaf.tag, lower(btrim(leaf.v) COLLATE \"C\") FROM ({leaves}) AS leaf (tag, v) "
-    "WHERE leaf.v IS NOT NULL) AS low (tag, w)) "
-    "SELECT tag, {hash} AS h FROM (SELECT tag, k FROM whole UNION ALL "
-    "SELECT tag, token FROM ("
-    "SELECT tag, k, email[1] FROM (SELECT tag, k, regexp_matches(CASE WHEN strpos(w, '@') > 0 THEN w END, "
-    "{email}, 'g') FROM whole) AS emails (tag, k, email) UNION ALL "
-    "SELECT tag, k, regexp_replace(phone[1], '[^0-9]+', '', 'g') FROM (SELECT tag, k, regexp_matches(run[1], "
-    "{phone}, 'g') FROM (SELECT tag, k, regexp_matches(w, {run}, 'g') FROM whole) AS runs (tag, k, run)"
-    ") AS phones (tag, k, phone)) AS tokens (tag, k, token) WHERE token <> k) AS keys (tag, k) WHERE {checked}"
+    "SELECT tag, {hash} AS h FROM (SELECT tag, unnest(CASE WHEN {may_hold_tokens} "
+    "THEN array_append({tokens}, k) ELSE ARRAY[k] END) "
+    "FROM (SELECT tag, w, {whole} FROM ({lowered}) AS low (tag, w) OFFSET 0) AS whole (tag, w, k)) AS keys (tag, k) "
+    "WHERE {checked}"
+)
+# A leaf that is one e-mail, or one phone, is its own token.
+MAY_HOLD_TOKENS = sql.SQL("(strpos(w, '@') > 0 OR w ~ {run}) AND k !~ {one_phone} AND w !~ {one_email}")
+TOKENS = sql.SQL(
+    "ARRAY(SELECT token FROM (SELECT m[1] FROM regexp_matches(CASE WHEN strpos(w, '@') > 0 THEN w END, {email}, 'g') "
+    "AS m UNION ALL SELECT regexp_replace(p[1], '[^0-9]+', '', 'g') FROM regexp_matches(w, {run}, 'g') AS r, "
+    "regexp_matches(r[1], {phone}, 'g') AS p) AS found (token) WHERE token <> k)"
 )
 CHECKED = sql.SQL("(length(k) >= {min_text} OR k ~ {phone_key} OR k ~ {email_key}) AND ltrim(k, left(k, 1)) <> ''")
 CREATE_HASHES = sql.SQL("CREATE TEMP TABLE {hashes} (h bigint NOT NULL, origin integer NOT NULL)")
 HASHES_EXIST = sql.SQL("SELECT to_regclass({name}) IS NOT NULL")
 SEND_HASHES = sql.SQL("COPY (SELECT DISTINCT h, tag FROM ({keyed}) AS hashed) TO STDOUT (FORMAT BINARY)")
 RECEIVE_HASHES = sql.SQL("COPY {hashes} (h, origin) FROM STDIN (FORMAT BINARY)")
+INDEX_HASHES = sql.SQL("CREATE INDEX ON {hashes} (h)")  # for the planner to probe, when a scan is small
 ANALYZE_HASHES = sql.SQL("ANALYZE {hashes}")
 FOUND = sql.SQL("SELECT keyed.tag, m.origin, count(*) FROM ({keyed}) AS keyed JOIN {hashes} AS m ON m.h = keyed.h "
                 "GROUP BY 1, 2 ORDER BY 1, 2")
@@ -124,9 +132,12 @@ def keyed(leaves: sql.Composable, seed: int, checked: bool = False) -> sql.Compo
     enough to check."""
     minimum = CHECKED.format(min_text=sql.Literal(MIN_TEXT_KEY), email_key=sql.Literal(EMAIL_KEY),
                              phone_key=sql.Literal(f"^[0-9]{{{MIN_PHONE_DIGITS},}}$"))
-    return KEYED.format(leaves=leaves, hash=TEXT_HASH.format(sql.SQL("k"), sql.Literal(seed)),
-                        phone_characters=sql.Literal(PHONE_CHARACTERS), email=sql.Literal(EMAIL),
-                        run=sql.Literal(RUN), phone=sql.Literal(PHONE),
+    whole = WHOLE_KEY.format(phone_length=sql.Literal(MAX_PHONE_LENGTH), phone_characters=sql.Literal(PHONE_CHARACTERS))
+    tokens = TOKENS.format(email=sql.Literal(EMAIL), run=sql.Literal(RUN), phone=sql.Literal(PHONE))
+    candidate = MAY_HOLD_TOKENS.format(run=sql.Literal(RUN), one_phone=sql.Literal(r"^[0-9]{1,15}$"),
+                                       one_email=sql.Literal(EMAIL_KEY))
+    return KEYED.format(lowered=LOWERED.format(leaves=leaves), whole=whole, tokens=tokens, may_hold_tokens=candidate,
+                        hash=TEXT_HASH.format(sql.SQL("k"), sql.Literal(seed)),
                         checked=minimum if checked else sql.SQL("true"))
 
 
@@ -198,6 +209,7 @@ def send_hashes(src: psycopg.Connection, dst: psycopg.Connection, catalog: Catal
             dst.cursor().copy(RECEIVE_HASHES.format(hashes=HASHES)) as received:
         for block in sent:
             received.write(block)
+    dst.execute(INDEX_HASHES.format(hashes=HASHES))
     dst.execute(ANALYZE_HASHES.format(hashes=HASHES))
 
 
@@ -246,32 +258,66 @@ def place_name(column: str, path: Iterable[str]) -> str:
     return column + "".join("[]" if step == "[]" else "." + path_text((step,)) for step in path)
 
 
-def find_leaks(src: psycopg.Connection, dst: psycopg.Connection, catalog: Catalog, plan: MaskPlan,
-               table: Table, seed: int) -> list[Leak]:
-    """Every copied text-like column of `table` on the target (inside the load transaction) that
-    holds production values of masked columns; inside a document, each json path."""
-    scanned = [(c, v) for c in table.copied_columns if (v := scanned_value(table, c, plan)) is not None]
-    found = origins(plan, catalog)
-    if not scanned or not found:
-        return []
-    send_hashes(src, dst, catalog, found, seed)
-    leaves = [leaf_set(sql.Literal(i), leaf_kind(c.type), v) for i, (c, v) in enumerate(scanned)]
-    hits: dict[tuple[str, tuple[str, ...]], dict[int, int]] = {}
-    documents = set()
-    for tag, origin, count in dst.execute(FOUND.format(keyed=keyed(table_leaves(table, leaves), seed), hashes=HASHES)):
-        if leaf_kind(scanned[tag][0].type) == JSON:
-            documents.add(tag)  # named path by path below
-        else:
-            hits.setdefault((scanned[tag][0].name, ()), {})[origin] = count
-    for tag in sorted(documents):
-        column, value = scanned[tag]
-        found_paths = FOUND.format(keyed=keyed(string_leaves(table, value), seed), hashes=HASHES)
-        for path, origin, count in dst.execute(found_paths):
-            hits.setdefault((column.name, tuple(path)), {})[origin] = count
-    kept = plan.kept.get(table.ref, frozenset())
-    return [Leak(place_name(column, path), tuple((str(found[o]), n) for o, n in sorted(by_origin.items())),
-                 column in kept, fix_for(table.ref, column, path, [found[o] for o in by_origin]))
-            for (column, path), by_origin in sorted(hits.items())]
+Scanned = tuple[Table, Column, sql.Composable]  # a target column, and what the scan reads of it
+
+
+class LeakScan:
+    """The leaks of one load transaction: production's hashes sent once per target session, then
+    every table the transaction loaded scanned in one query, when the first of them asks."""
+
+    def __init__(self, src: psycopg.Connection, dst: psycopg.Connection, catalog: Catalog, plan: MaskPlan,
+                 tables: Iterable[Table], seed: int):
+        self.src, self.dst, self.catalog, self.plan, self.seed = src, dst, catalog, plan, seed
+        self.tables = tuple(tables)
+        self.found: dict[TableRef, list[Leak]] | None = None
+
+    def of(self, table: Table) -> list[Leak]:
+        """The columns of `table` on the target that hold production values of masked columns;
+        inside a document, each json path."""
+        if self.found is None:
+            self.found = self.scan()
+        return self.found.get(table.ref, [])
+
+    def scan(self) -> dict[TableRef, list[Leak]]:
+        scanned = [(table, column, value) for table in self.tables for column in table.copied_columns
+                   if (value := scanned_value(table, column, self.plan)) is not None]
+        sources = origins(self.plan, self.catalog)
+        if not scanned or not sources:
+            return {}
+        send_hashes(self.src, self.dst, self.catalog, sources, self.seed)
+        hits: dict[tuple[TableRef, str, tuple[str, ...]], dict[int, int]] = {}
+        documents = set()
+        for tag, origin, count in self.dst.execute(FOUND.format(keyed=keyed(all_leaves(scanned), self.seed),
+                                                                hashes=HASHES)):
+            table, column, _ = scanned[tag]
+            if leaf_kind(column.type) == JSON:
+                documents.add(tag)  # named path by path below
+            else:
+                hits.setdefault((table.ref, column.name, ()), {})[origin] = count
+        for tag in sorted(documents):
+            table, column, value = scanned[tag]
+            paths = FOUND.format(keyed=keyed(string_leaves(table, value), self.seed), hashes=HASHES)
+            for path, origin, count in self.dst.execute(paths):
+                hits.setdefault((table.ref, column.name, tuple(path)), {})[origin] = count
+        return self.leaks(hits, sources)
+
+    def leaks(self, hits: dict[tuple[TableRef, str, tuple[str, ...]], dict[int, int]],
+              sources: list[Origin]) -> dict[TableRef, list[Leak]]:
+        found: dict[TableRef, list[Leak]] = {}
+        for (ref, column, path), by_origin in sorted(hits.items()):
+            kept = column in self.plan.kept.get(ref, frozenset())
+            leak = Leak(place_name(column, path), tuple((str(sources[o]), n) for o, n in sorted(by_origin.items())),
+                        kept, fix_for(ref, column, path, [sources[o] for o in by_origin]))
+            found.setdefault(ref, []).append(leak)
+        return found
+
+
+def all_leaves(scanned: list[Scanned]) -> sql.Composable:
+    """The leaves of every scanned column, each tagged with its place in `scanned`, table by table."""
+    per_table: dict[TableRef, tuple[Table, list[sql.Composable]]] = {}
+    for tag, (table, column, value) in enumerate(scanned):
+        per_table.setdefault(table.ref, (table, []))[1].append(leaf_set(sql.Literal(tag), leaf_kind(column.type), value))
+    return sql.SQL(" UNION ALL ").join(table_leaves(table, leaves) for table, leaves in per_table.values())
 
 
 def fix_for(ref: TableRef, column: str, path: tuple[str, ...], sources: list[Origin]) -> str:
