@@ -384,8 +384,8 @@ def masking(s: CheckSubject) -> CheckOutcome:
     found = leaks_of(s, metadata)
     leaked, kept = [f for f in found if not f.kept], [f for f in found if f.kept]
     if leaked:
-        errors.append(f"production values of masked columns are in {'; '.join(f.describe() for f in leaked)}: "
-                      "mask each with a rule (see fix.* in the metadata), or `keep` it")
+        errors.append("production values of masked columns are in " + "; ".join(
+            f"{f.describe()}, fix: {f.fix}" for f in leaked))
     warnings = [f"production values of masked columns are in {'; '.join(f.describe() for f in kept)}, "
                 "which the policy keeps"] if kept else []
     uncovered = personal_columns(s, shaping)
@@ -552,20 +552,21 @@ class Verifier:
 
     def gate(self, src: psycopg.Connection, dst: psycopg.Connection,
              copies: Sequence[TableCopy]) -> Iterator[CheckOutcome]:
-        """The blocking checks' outcomes of the tables a load transaction holds, table by table; at
-        the first table whose check failed, BlockingCheckError, which rolls the load back."""
+        """The blocking checks' outcomes of every table a load transaction holds; then, if one
+        failed, BlockingCheckError, which rolls the load back."""
         shaping = self.settings.shaping
         leak_scan = LeakScan(src, dst, copies[0].source_catalog, shaping.masking, [c.source for c in copies],
                              seed_for(copies[0].snapshot_id)) if shaping and copies else None
+        failed = []
         for copy in copies:
             found = run_checks(checks_in(IN_LOAD, self.settings), snapshot_subject(dst, copy, self.settings, src,
                                                                                    leak_scan))
             yield from found
-            failed = [o for o in found if o.fails_run]
-            if failed:
-                raise BlockingCheckError(
-                    "; ".join(o.summary for o in failed) + "; the refresh was rolled back, staging is unchanged"
-                )
+            failed += [o for o in found if o.fails_run]
+        if failed:
+            raise BlockingCheckError(
+                "; ".join(o.summary for o in failed) + "; the refresh was rolled back, staging is unchanged"
+            )
 
     def after_commit(self, target: Endpoint, copies: Iterable[TableCopy]) -> list[CheckOutcome]:
         """The non-blocking checks of every refreshed table, against the committed target."""
