@@ -30,6 +30,7 @@ from .catalog import Catalog, Column, Table, TableRef
 from .digest import TEXT_HASH
 from .masking import TEXT_TYPE, MaskPlan
 from .policy import Rule, path_text
+from .stream import Gathered
 
 MIN_TEXT_KEY = 8
 MIN_PHONE_DIGITS = 7
@@ -79,8 +80,7 @@ CREATE_HASHES = sql.SQL("CREATE TEMP TABLE {hashes} (h bigint NOT NULL, origin i
 HASHES_EXIST = sql.SQL("SELECT to_regclass({name}) IS NOT NULL")
 SEND_HASHES = sql.SQL("COPY (SELECT DISTINCT h, tag FROM ({keyed}) AS hashed) TO STDOUT (FORMAT BINARY)")
 RECEIVE_HASHES = sql.SQL("COPY {hashes} (h, origin) FROM STDIN (FORMAT BINARY)")
-INDEX_HASHES = sql.SQL("CREATE INDEX ON {hashes} (h)")  # for the planner to probe, when a scan is small
-ANALYZE_HASHES = sql.SQL("ANALYZE {hashes}")
+ANALYZE_HASHES = sql.SQL("ANALYZE {hashes}")  # its size, for the planner to hash the smaller side
 FOUND = sql.SQL("SELECT keyed.tag, m.origin, count(*) FROM ({keyed}) AS keyed JOIN {hashes} AS m ON m.h = keyed.h "
                 "GROUP BY 1, 2 ORDER BY 1, 2")
 # Every string leaf of a json document with its path: keys, and [] for an array's elements.
@@ -207,9 +207,10 @@ def send_hashes(src: psycopg.Connection, dst: psycopg.Connection, catalog: Catal
     union = sql.SQL(" UNION ALL ").join(table_leaves(catalog.table(ref), leaves) for ref, leaves in per_table.items())
     with src.cursor().copy(SEND_HASHES.format(keyed=keyed(union, seed, checked=True))) as sent, \
             dst.cursor().copy(RECEIVE_HASHES.format(hashes=HASHES)) as received:
+        gathered = Gathered(received.write)  # a message per hash, written in blocks
         for block in sent:
-            received.write(block)
-    dst.execute(INDEX_HASHES.format(hashes=HASHES))
+            gathered.write(block)
+        gathered.flush()
     dst.execute(ANALYZE_HASHES.format(hashes=HASHES))
 
 
