@@ -12,7 +12,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
@@ -375,13 +375,14 @@ def masking(s: CheckSubject) -> CheckOutcome:
     if shaping is None:
         raise ValueError("the masking check runs only under a policy (Check.runs_with)")
     rules = shaping.masking.rules_of(s.ref)
+    metadata: dict[str, Any] = {}
+    found = leaks_of(s, metadata)  # first: it frees the source connection for unchanged_values
     unchanged = {name: unchanged_values(s, name) for name in rules}
-    metadata: dict[str, Any] = {"policy": str(shaping.policy.path), "masked_columns": len(rules),
-                                **{f"rule.{n}": r.describe() for n, r in rules.items()},
-                                **{f"unchanged.{n}": count for n, count in unchanged.items()}}
+    metadata = {"policy": str(shaping.policy.path), "masked_columns": len(rules),
+                **{f"rule.{n}": r.describe() for n, r in rules.items()},
+                **{f"unchanged.{n}": count for n, count in unchanged.items()}, **metadata}
     same = [f"{name} ({count:,} rows)" for name, count in unchanged.items() if count]
     errors = [f"masked values equal the source's in {', '.join(same)}"] if same else []
-    found = leaks_of(s, metadata)
     leaked, kept = [f for f in found if not f.kept], [f for f in found if f.kept]
     if leaked:
         errors.append("production values of masked columns are in " + "; ".join(
@@ -559,11 +560,15 @@ class Verifier:
         leak_scan = LeakScan(src, dst, copies[0].source_catalog, shaping.masking, [c.source for c in copies],
                              seed_for(copies[0].snapshot_id)) if shaping and copies else None
         failed = []
-        for copy in copies:
-            found = run_checks(checks_in(IN_LOAD, self.settings), snapshot_subject(dst, copy, self.settings, src,
-                                                                                   leak_scan))
-            yield from found
-            failed += [o for o in found if o.fails_run]
+        # Check by check, so that production hashes its masked values while the target counts rows
+        # and orphans; masking comes last.
+        with leak_scan or nullcontext():
+            subjects = [snapshot_subject(dst, copy, self.settings, src, leak_scan) for copy in copies]
+            for check in checks_in(IN_LOAD, self.settings):
+                for subject in subjects:
+                    outcome = check.run(subject)
+                    yield outcome
+                    failed += [outcome] if outcome.fails_run else []
         if failed:
             raise BlockingCheckError(
                 "; ".join(o.summary for o in failed) + "; the refresh was rolled back, staging is unchanged"

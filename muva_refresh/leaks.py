@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import psycopg
-from psycopg import sql
+from psycopg import Copy, sql
 
 from .catalog import Catalog, Column, Table, TableRef
 from .digest import TEXT_HASH
@@ -195,19 +196,26 @@ def origins(plan: MaskPlan, catalog: Catalog) -> list[Origin]:
     return found
 
 
-def send_hashes(src: psycopg.Connection, dst: psycopg.Connection, catalog: Catalog, found: list[Origin],
-                seed: int) -> None:
-    """Production's hashes into the target session's temporary table, block by block, once per
-    session (a failed parallel unit's rollback takes the table along: then again)."""
-    if dst.execute(HASHES_EXIST.format(name=sql.Literal(HASHES.as_string(dst)))).fetchone()[0]:
-        return
-    dst.execute(CREATE_HASHES.format(hashes=HASHES))
+def hashes_sent(dst: psycopg.Connection) -> bool:
+    """Whether this target session holds production's hashes already (a parallel load's worker
+    does after its first unit, unless that unit rolled back and took the table along)."""
+    return dst.execute(HASHES_EXIST.format(name=sql.Literal(HASHES.as_string(dst)))).fetchone()[0]
+
+
+def send_hashes(src: psycopg.Connection, catalog: Catalog, found: list[Origin], seed: int) -> Copy:
+    """Production's hashes of the masked values, as a COPY out stream to enter: the source starts
+    hashing once it is entered."""
     per_table: dict[TableRef, list[sql.Composable]] = {}
     for tag, origin in enumerate(found):
         per_table.setdefault(origin.ref, []).append(origin.leaves(tag))
     union = sql.SQL(" UNION ALL ").join(table_leaves(catalog.table(ref), leaves) for ref, leaves in per_table.items())
-    with src.cursor().copy(SEND_HASHES.format(keyed=keyed(union, seed, checked=True))) as sent, \
-            dst.cursor().copy(RECEIVE_HASHES.format(hashes=HASHES)) as received:
+    return src.cursor().copy(SEND_HASHES.format(keyed=keyed(union, seed, checked=True)))
+
+
+def receive_hashes(dst: psycopg.Connection, sent: Copy) -> None:
+    """The hashes into a temporary table of the target session, in blocks."""
+    dst.execute(CREATE_HASHES.format(hashes=HASHES))
+    with dst.cursor().copy(RECEIVE_HASHES.format(hashes=HASHES)) as received:
         gathered = Gathered(received.write)  # a message per hash, written in blocks
         for block in sent:
             gathered.write(block)
@@ -264,29 +272,46 @@ Scanned = tuple[Table, Column, sql.Composable]  # a target column, and what the 
 
 
 class LeakScan:
-    """The leaks of one load transaction: production's hashes sent once per target session, then
-    every table the transaction loaded scanned in one query, when the first of them asks."""
+    """The leaks of one load transaction. Entered, it has production start hashing its values (once
+    per target session), so that the target's other checks run meanwhile; the first table that
+    asks has them received, and every table the transaction loaded scanned in one query."""
 
     def __init__(self, src: psycopg.Connection, dst: psycopg.Connection, catalog: Catalog, plan: MaskPlan,
                  tables: Iterable[Table], seed: int):
         self.src, self.dst, self.catalog, self.plan, self.seed = src, dst, catalog, plan, seed
-        self.tables = tuple(tables)
+        self.scanned = [(table, column, value) for table in tables for column in table.copied_columns
+                        if (value := scanned_value(table, column, plan)) is not None]
+        self.sources = origins(plan, catalog)
         self.found: dict[TableRef, list[Leak]] | None = None
+        self.sending = ExitStack()
+        self.sent: Copy | None = None
+
+    def __enter__(self) -> LeakScan:
+        if self.scanned and self.sources and not hashes_sent(self.dst):
+            self.sent = self.sending.enter_context(send_hashes(self.src, self.catalog, self.sources, self.seed))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.sent is not None and exc[0] is None:
+            for _ in self.sent:  # never asked for: read to the end, so the source connection is free
+                pass
+        self.sending.__exit__(*exc)  # after an error, the COPY is cancelled
 
     def of(self, table: Table) -> list[Leak]:
         """The columns of `table` on the target that hold production values of masked columns;
-        inside a document, each json path."""
+        inside a document, each json path. The source connection is free once this returned."""
         if self.found is None:
             self.found = self.scan()
         return self.found.get(table.ref, [])
 
     def scan(self) -> dict[TableRef, list[Leak]]:
-        scanned = [(table, column, value) for table in self.tables for column in table.copied_columns
-                   if (value := scanned_value(table, column, self.plan)) is not None]
-        sources = origins(self.plan, self.catalog)
+        if self.sent is not None:
+            receive_hashes(self.dst, self.sent)
+            self.sent = None
+            self.sending.close()
+        scanned, sources = self.scanned, self.sources
         if not scanned or not sources:
             return {}
-        send_hashes(self.src, self.dst, self.catalog, sources, self.seed)
         hits: dict[tuple[TableRef, str, tuple[str, ...]], dict[int, int]] = {}
         documents = set()
         for tag, origin, count in self.dst.execute(FOUND.format(keyed=keyed(all_leaves(scanned), self.seed),
