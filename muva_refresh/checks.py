@@ -14,15 +14,16 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 import psycopg
 from psycopg import sql
 
-from .catalog import Catalog, ForeignKey, Index, Table, TableRef, read_catalog
+from .catalog import Catalog, Column, ForeignKey, Index, Table, TableRef, read_catalog
 from .digest import count_rows, row_digest
 from .endpoint import Endpoint, ThreadConnections
 from .errors import BlockingCheckError
+from .leaks import JSON, Leak, LeakScan, document, leaf_kind, place_name, policy_line, seed_for, string_leaves
 from .load import TableCopy
 from .masking import TEXT_TYPE
 from .settings import TableFilter
@@ -54,7 +55,9 @@ MASK_PROBE = sql.SQL(
     "SELECT ('x' || left(md5({key} || '|' || {column}::text), 16))::bit(64)::bigint AS h "
     "FROM {table} AS t WHERE {column} IS NOT NULL ORDER BY 1"
 )
-SAMPLE_VALUES = sql.SQL("SELECT {column}::text FROM {table} WHERE {column} IS NOT NULL LIMIT 50")
+SAMPLE_VALUES = sql.SQL("SELECT {column}::text FROM {table} WHERE {column} IS NOT NULL LIMIT {limit}")
+SAMPLE_ROWS = 50  # values, or json documents, a coverage warning looks at
+MERGE_BATCH = 5000  # hashes fetched at a time from each side of a merge: few round trips, little memory
 # Column names that look personal, for warnings about columns without a rule (use .search).
 # Plain words match anywhere (guest_email, mobileNumber, date_of_birth, home_address). A name
 # ending in _id, _type, _status, _at ... describes or points at a value (phone_number_id,
@@ -164,6 +167,7 @@ class CheckSubject:
     basis: Mapping[str, Any]
     settings: "CheckSettings"
     source_conn: psycopg.Connection | None = None  # the source, for the blocking checks and live runs
+    leak_scan: LeakScan | None = None  # inside a refresh's load, under a policy: its tables' leaks
 
     @property
     def ref(self) -> TableRef:
@@ -378,28 +382,53 @@ def matches_source(s: CheckSubject) -> CheckOutcome:
 
 
 def masking(s: CheckSubject) -> CheckOutcome:
-    """No masked value equals the source's unmasked value for the same key (every row, through
-    8-byte hashes merged in key order, so memory stays flat); columns that look personal and have
-    no rule are a WARN."""
+    """Masked values differ from the source's for the same key (every row, through 8-byte hashes
+    merged in key order, so memory stays flat) and no production value of a masked column is
+    anywhere else on staging (see `leaks`): either is an ERROR. A leak into a column the policy
+    keeps, and columns or json paths that look personal and have no rule, are a WARN."""
     shaping = s.settings.shaping
     if shaping is None:
         raise ValueError("the masking check runs only under a policy (Check.runs_with)")
     rules = shaping.masking.rules_of(s.ref)
+    metadata: dict[str, Any] = {}
+    found = leaks_of(s, metadata)  # first: it frees the source connection for unchanged_values
     unchanged = {name: unchanged_values(s, name) for name in rules}
-    metadata: dict[str, Any] = {"policy": str(shaping.policy.path), "masked_columns": len(rules),
-                                **{f"rule.{n}": r.describe() for n, r in rules.items()},
-                                **{f"unchanged.{n}": count for n, count in unchanged.items()}}
-    leaks = [f"{name} ({count:,} rows)" for name, count in unchanged.items() if count]
-    if leaks:
-        return s.outcome("masking", False, f"{s.ref}: masked values equal the source's in {', '.join(leaks)}",
-                         **metadata)
+    metadata = {"policy": str(shaping.policy.path), "masked_columns": len(rules),
+                **{f"rule.{n}": r.describe() for n, r in rules.items()},
+                **{f"unchanged.{n}": count for n, count in unchanged.items()}, **metadata}
+    same = [f"{name} ({count:,} rows)" for name, count in unchanged.items() if count]
+    errors = [f"masked values equal the source's in {', '.join(same)}"] if same else []
+    leaked, kept = [f for f in found if not f.kept], [f for f in found if f.kept]
+    if leaked:
+        errors.append("production values of masked columns are in " + "; ".join(
+            f"{f.describe()}, fix: {f.fix}" for f in leaked))
+    warnings = [f"production values of masked columns are in {'; '.join(f.describe() for f in kept)}, "
+                "which the policy keeps"] if kept else []
     uncovered = personal_columns(s, shaping)
-    metadata["uncovered_personal_columns"] = ", ".join(uncovered) or "(none)"
+    metadata["uncovered_personal_columns"] = ", ".join(place for place, _ in uncovered) or "(none)"
     if uncovered:
-        return CheckOutcome("masking", s.ref, False, f"{s.ref}: {', '.join(uncovered)} look personal and no rule "
-                            "masks them; add a rule, or `keep` to say they are not", metadata, WARN)
-    return s.outcome("masking", True, f"{s.ref}: {len(rules)} masked columns differ from the source in every row",
-                     **metadata)
+        warnings.append(f"{', '.join(place for place, _ in uncovered)} look personal and no rule masks them; add "
+                        "a rule, or `keep` to say they are not" + "".join(f" ({line})" for _, line in uncovered if line))
+    if errors or warnings:
+        return CheckOutcome("masking", s.ref, False, f"{s.ref}: " + "; ".join(errors + warnings), metadata,
+                            ERROR if errors else WARN)
+    elsewhere = ", and no production value of a masked column is elsewhere in it" if s.leak_scan else ""
+    return s.outcome("masking", True, f"{s.ref}: {len(rules)} masked columns differ from the source in every row"
+                     + elsewhere, **metadata)
+
+
+def leaks_of(s: CheckSubject, metadata: dict[str, Any]) -> list[Leak]:
+    """The leaks into the table, found inside a refresh's load. A live validation reads staging
+    read only, and the scan needs a temporary table there: it says so instead."""
+    if s.leak_scan is None:
+        metadata["leaks"] = "not checked: the leak scan runs inside a refresh's load"
+        return []
+    found = s.leak_scan.of(s.source)
+    metadata["leaks"] = sum(f.count for f in found)
+    for f in found:
+        metadata[f"leak.{f.place}"] = ", ".join(f"{n:,} of {origin}" for origin, n in f.found)
+        metadata[f"fix.{f.place}"] = f.fix
+    return found
 
 
 def unchanged_values(s: CheckSubject, column: str) -> int:
@@ -410,6 +439,7 @@ def unchanged_values(s: CheckSubject, column: str) -> int:
     if s.source_conn is None:
         raise ValueError("the masking check reads the source; run it inside the load or live")
     with s.source_conn.cursor(name="muva_mask_source") as before, s.conn.cursor(name="muva_mask_target") as after:
+        before.itersize = after.itersize = MERGE_BATCH
         return sorted_overlap((h for (h,) in before.execute(probe)), (h for (h,) in after.execute(probe)))
 
 
@@ -427,23 +457,40 @@ def sorted_overlap(a: Iterator[int], b: Iterator[int]) -> int:
     return found
 
 
-def personal_columns(s: CheckSubject, shaping: Shaping) -> list[str]:
-    """Unmasked, not explicitly kept columns whose name, or a sample of whose values, looks personal."""
+def personal_columns(s: CheckSubject, shaping: Shaping) -> list[tuple[str, str | None]]:
+    """Unmasked, not explicitly kept columns whose name, or a sample of whose values, looks
+    personal; inside json values and arrays, each string leaf's path, with the rule for it."""
     rules = shaping.masking.rules_of(s.ref)
     kept = shaping.masking.kept.get(s.ref, frozenset())
-    found = []
+    found: list[tuple[str, str | None]] = []
     for column in s.target.copied_columns:
         if column.name in rules or column.name in kept:
             continue
         if PERSONAL_NAME.search(column.name) or (TEXT_TYPE.match(column.type) and looks_personal(s, column.name)):
-            found.append(column.name)
+            found.append((column.name, None))
+        elif leaf_kind(column.type) == JSON:
+            found += personal_paths(s, column)
     return found
 
 
 def looks_personal(s: CheckSubject, column: str) -> bool:
-    values = [v for (v,) in s.conn.execute(SAMPLE_VALUES.format(column=sql.Identifier(column), table=s.ref.ident()))]
+    values = [v for (v,) in s.conn.execute(SAMPLE_VALUES.format(column=sql.Identifier(column), table=s.ref.ident(),
+                                                                limit=sql.Literal(SAMPLE_ROWS)))]
+    return mostly_personal(values)
+
+
+def mostly_personal(values: list[str]) -> bool:
     hits = sum(1 for v in values if PERSONAL_VALUE.match(v))
     return bool(values) and hits * 2 >= len(values)
+
+
+def personal_paths(s: CheckSubject, column: Column) -> list[tuple[str, str]]:
+    """The string leaves of a sample of a json or array column that look personal, path by path."""
+    by_path: dict[tuple[str, ...], list[str]] = {}
+    for path, value in s.conn.execute(string_leaves(s.target, document(column), SAMPLE_ROWS)):
+        by_path.setdefault(tuple(path), []).append(value)
+    return [(place_name(column.name, path), policy_line(s.ref, column.name, path, "email" if "@" in values[0] else "phone"))
+            for path, values in by_path.items() if mostly_personal(values)]
 
 
 # --- the registry ---------------------------------------------------------------------------
@@ -480,8 +527,11 @@ CHECKS: tuple[Check, ...] = (
           "named in a default, hands out values past the column's; and the target has every other index of "
           "the source (HNSW and GIN included; one missing alone is a WARN).", matches_source),
     Check("masking", ERROR, True,
-          "Under a masking policy, no masked value equals the source's for the same key (every row); WARN for "
-          "columns that look personal and have no rule. Runs only under a policy.", masking, under_policy=True),
+          "Under a masking policy, no masked value equals the source's for the same key (every row), and no "
+          "production value of a masked column (whole, or an e-mail or phone inside it) is in any other text, "
+          "json or array column of the table; WARN for such a value in a column the policy keeps, and for "
+          "columns or json paths that look personal and have no rule. Runs only under a policy.", masking,
+          under_policy=True),
 )
 CHECK_BY_NAME = {c.name: c for c in CHECKS}
 
@@ -510,10 +560,10 @@ class CheckSettings:
 
 
 def snapshot_subject(conn: psycopg.Connection, copy: TableCopy, settings: CheckSettings,
-                     source_conn: psycopg.Connection | None = None) -> CheckSubject:
+                     source_conn: psycopg.Connection | None = None, leak_scan: LeakScan | None = None) -> CheckSubject:
     basis = {"basis": SNAPSHOT_BASIS, "snapshot_id": copy.snapshot_id}
     return CheckSubject(conn, copy.source, copy.target, copy.source_catalog, SnapshotFacts(copy), basis, settings,
-                        source_conn)
+                        source_conn, leak_scan)
 
 
 class Verifier:
@@ -522,12 +572,23 @@ class Verifier:
     def __init__(self, settings: CheckSettings = CheckSettings(), clock: PhaseClock | None = None) -> None:
         self.settings, self.clock = settings, clock
 
-    def gate(self, src: psycopg.Connection, dst: psycopg.Connection, copy: TableCopy) -> Iterator[CheckOutcome]:
-        """The blocking checks' outcomes; then, if one failed, BlockingCheckError, which rolls the load back."""
-        found = run_checks(checks_in(IN_LOAD, self.settings), snapshot_subject(dst, copy, self.settings, src),
-                           self.clock)
-        yield from found
-        failed = [o for o in found if o.fails_run]
+    def gate(self, src: psycopg.Connection, dst: psycopg.Connection,
+             copies: Sequence[TableCopy]) -> Iterator[CheckOutcome]:
+        """The blocking checks' outcomes of every table a load transaction holds; then, if one
+        failed, BlockingCheckError, which rolls the load back."""
+        shaping = self.settings.shaping
+        leak_scan = LeakScan(src, dst, copies[0].source_catalog, shaping.masking, [c.source for c in copies],
+                             seed_for(copies[0].snapshot_id)) if shaping and copies else None
+        failed = []
+        # Check by check, so that production hashes its masked values while the target counts rows
+        # and orphans; masking comes last.
+        with leak_scan or nullcontext():
+            subjects = [snapshot_subject(dst, copy, self.settings, src, leak_scan) for copy in copies]
+            for check in checks_in(IN_LOAD, self.settings):
+                for subject in subjects:
+                    outcome, = run_checks([check], subject, self.clock)
+                    yield outcome
+                    failed += [outcome] if outcome.fails_run else []
         if failed:
             raise BlockingCheckError(
                 "; ".join(o.summary for o in failed) + "; the refresh was rolled back, staging is unchanged"

@@ -8,10 +8,12 @@ import psycopg
 from psycopg import sql
 
 from .catalog import Catalog, Table, catalog_drift
-from .endpoint import Endpoint
+from .endpoint import Endpoint, describe
 from .errors import ConcurrentRefreshError, ConfigError, SchemaDriftError, UnsafeTargetError
 from .graph import Plan
 from .masking import MaskPlan, check_constraint_violations
+from .shape import Shape
+from .shaping import Shaping
 
 SERVER_IDENTITY = sql.SQL(
     "SELECT pg_postmaster_start_time()::text, current_database(), "
@@ -25,6 +27,7 @@ REFRESH_LOCK_HOLDER = sql.SQL(
     "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
     "WHERE l.locktype = 'advisory' AND l.classid = 0 AND l.objid = {key} AND l.granted"
 ).format(key=sql.Literal(REFRESH_LOCK_KEY))
+PLAN_ONLY = sql.SQL("EXPLAIN {}")  # plans the query, runs nothing
 BYPASSES_RLS = sql.SQL("SELECT current_user, rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
 MAX_LISTED = 20
 
@@ -127,3 +130,26 @@ def guard_masked_checks(masking: MaskPlan, plan: Plan, src: psycopg.Connection) 
     if problems:
         raise ConfigError("the masking policy breaks CHECK constraints: " + "; ".join(listed(problems))
                           + "; nothing was touched", "choose rules whose values the constraints accept")
+
+
+def guard_policy_sql(shaping: Shaping, plan: Plan, source: Endpoint, src: psycopg.Connection) -> None:
+    """A subset filter or a sql rule that does not parse, or names a missing column, would fail at
+    a table's COPY, after the tables before it were copied: plan each filter and each table's
+    masked select list on the source first, in the snapshot, running nothing. Prepared, so a
+    stray `;` cannot split a query in two."""
+    roots = shaping.subset.roots.items() if shaping.subset else ()
+    planned = [(f"the subset filter of {root}", root, Shape(where=sql.SQL("({})").format(sql.SQL(condition))))
+               for root, condition in roots]
+    shapes = shaping.shapes(plan.catalog)
+    planned += [(f"the masking rules of {ref}", ref, Shape(expressions=shapes[ref].expressions))
+                for ref in plan.selected if ref in shapes and shapes[ref].expressions]
+    problems = []
+    for what, ref, shape in planned:
+        try:
+            with src.transaction():  # a savepoint: the snapshot's transaction outlives an error
+                src.execute(PLAN_ONLY.format(shape.rows(plan.catalog.table(ref))), prepare=True)
+        except psycopg.Error as exc:
+            problems.append(f"{what}: {describe(exc, source)}")
+    if problems:
+        raise ConfigError("the policy's SQL fails on the source: " + "; ".join(listed(problems))
+                          + "; nothing was touched", "correct each subset filter or sql rule named")

@@ -82,9 +82,10 @@ def table_copy(source: Catalog, target: Catalog, ref: TableRef, stats: CopyStats
     return replace(copy, source_digest=partial(digests.digest, ref)) if digests else copy
 
 
-# Called inside the load transaction with the source (in the snapshot) and target connections;
-# it yields what it found, and raising rolls the load back. The blocking checks plug in here.
-GateFn = Callable[[psycopg.Connection, psycopg.Connection, TableCopy], Iterator[object]]
+# Called inside the load transaction with the source (in the snapshot) and target connections,
+# once, with every table the transaction loaded; it yields what it found, and raising rolls the
+# load back. The blocking checks plug in here.
+GateFn = Callable[[psycopg.Connection, psycopg.Connection, list[TableCopy]], Iterator[object]]
 
 
 @dataclass(frozen=True)
@@ -225,9 +226,8 @@ class Load:
     def gated(self, src: psycopg.Connection, dst: psycopg.Connection,
               copied: Mapping[TableRef, CopyStats]) -> Iterator[object]:
         if self.gate:
-            for ref, stats in copied.items():
-                yield from self.gate(src, dst, table_copy(self.plan.catalog, self.target_catalog, ref, stats,
-                                                           self.snapshot_id))
+            yield from self.gate(src, dst, [table_copy(self.plan.catalog, self.target_catalog, ref, stats,
+                                                       self.snapshot_id) for ref, stats in copied.items()])
 
     def finish(self, src: psycopg.Connection, dst: psycopg.Connection,
                done: Mapping[TableRef, CopyStats]) -> dict[TableRef, ViewStats]:

@@ -27,6 +27,7 @@ from .graph import Plan, make_plan, views_in_order
 from .guards import (
     guard_distinct,
     guard_masked_checks,
+    guard_policy_sql,
     guard_rls_bypass,
     guard_schema,
     guard_single_refresh,
@@ -276,6 +277,7 @@ def guarded_plan(
     guard_schema(plan, target_catalog)
     guard_rls_bypass(plan, {source: src, target: dst})
     if options.shaping is not None:
+        guard_policy_sql(options.shaping, plan, source, src)
         guard_masked_checks(options.shaping.masking, plan, src)
     dst.commit()  # the load must start its own top-level transaction, not a savepoint
     return plan, target_catalog

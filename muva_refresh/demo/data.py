@@ -244,6 +244,12 @@ LANGUAGE sql STABLE AS $$
     SELECT array_to_string(
         (pg_temp.corpus())[1 + mod(seed * 7919, 3840) : mod(seed * 7919, 3840) + words], ' ')
 $$;
+
+-- A message, as people write one: a sentence. The corpus repeats every 3840 words, so plain
+-- prose of the same length could equal a title or a template word for word, and the masking
+-- check would rightly report a masked message found in an unmasked column.
+CREATE OR REPLACE FUNCTION pg_temp.message(seed bigint, words bigint) RETURNS text
+LANGUAGE sql STABLE AS $$ SELECT pg_temp.prose(seed, words) || '.' $$;
 """
 
 _COUNTRIES = """
@@ -806,7 +812,7 @@ _INSERTS: list[tuple[str, str]] = [
         SELECT pg_temp.demo_id('chat_messages', i), c.tenant_id, c.id,
                m.sender,
                CASE WHEN m.sender = 'guest' THEN 'inbound' ELSE 'outbound' END::message_direction,
-               pg_temp.prose(i + 3000, 6 + mod(i, 30)),
+               pg_temp.message(i + 3000, 6 + mod(i, 30)),
                jsonb_build_object('position', m.position, 'read', mod(i, 3) <> 0),
                c.created_at + m.position * interval '4 minutes'
         FROM generate_series(1, %(n)s) AS g (i)
@@ -826,7 +832,7 @@ _INSERTS: list[tuple[str, str]] = [
         SELECT pg_temp.demo_id('prospective_messages', i), p.tenant_id, p.id,
                CASE WHEN mod((i - 1) / %(prospective_sessions)s, 2) = 0 THEN 'inbound'
                     ELSE 'outbound' END::message_direction,
-               pg_temp.prose(i + 4000, 5 + mod(i, 20)),
+               pg_temp.message(i + 4000, 5 + mod(i, 20)),
                CASE WHEN mod(i, 3) = 0 THEN NULL
                     ELSE (ARRAY['availability', 'pricing', 'location', 'activities'])[1 + mod(i, 4)] END,
                p.created_at + ((i - 1) / %(prospective_sessions)s) * interval '2 minutes'
@@ -941,7 +947,7 @@ _INSERTS: list[tuple[str, str]] = [
                'wamid.' || md5('wamid:' || i),
                CASE WHEN mod(i, 2) = 0 THEN 'inbound' ELSE 'outbound' END::message_direction,
                '+57 3' || lpad(mod(i * 104729, 1000000000)::text, 9, '0'),
-               pg_temp.prose(i + 6000, 4 + mod(i, 18)),
+               pg_temp.message(i + 6000, 4 + mod(i, 18)),
                CASE WHEN mod(i, 15) = 0
                     THEN jsonb_build_object('type', 'image', 'mime_type', 'image/jpeg',
                                             'sha256', md5('media:' || i)) END,
