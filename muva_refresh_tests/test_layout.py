@@ -12,10 +12,12 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "muva_refresh"
 # In the order the data flows; a module imports only modules before it.
 ENGINE = ("errors", "settings", "endpoint", "catalog", "graph", "shape", "policy", "masking", "subset", "shaping",
-          "guards", "snapshot", "stream", "digest", "indexes", "sequences", "views", "load", "checks", "refresh")
-EDGE = ("resources", "translator", "assets", "sensors", "definitions", "runs", "storage", "instance", "cli")
+          "guards", "snapshot", "stream", "digest", "compare", "indexes", "sequences", "views", "load", "checks",
+          "refresh")
+EDGE = ("resources", "translator", "liveness", "assets", "sensors", "definitions", "runs", "storage", "instance",
+        "cli")
 SHAPING = ("shape", "policy", "masking", "subset", "shaping")
-LOAD = ("snapshot", "stream", "digest", "indexes", "sequences", "views", "load", "refresh")
+LOAD = ("snapshot", "stream", "digest", "compare", "indexes", "sequences", "views", "load", "refresh")
 SQL_START = re.compile(r"^\s*(SELECT|COPY|SET|TRUNCATE|DROP|CREATE|ALTER|INSERT|UPDATE|DELETE|WITH)\b")
 
 
