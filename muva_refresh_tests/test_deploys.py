@@ -19,7 +19,7 @@ import pytest
 from muva_refresh.demo import dagster_dev
 from muva_refresh.demo.dagster_dev import DagsterDev
 from muva_refresh.instance import CLI_INSTANCE
-from muva_refresh.sensors import DEPLOY_TAG, SENSOR_NAME
+from muva_refresh.sensors import DEAD_RUN_SENSOR_NAME, DEPLOY_TAG, SENSOR_NAME
 from muva_refresh.settings import SENSOR_INTERVAL_VAR
 
 from .conftest import REPO_INSTANCE
@@ -187,3 +187,29 @@ def status_in_the_clis_instance(dev: DagsterDev, run_id: str) -> str:
                            "print(dg.DagsterInstance.get().get_run_by_id(sys.argv[1]).status.value)", run_id],
                           env=dev.env, cwd=dev.root, capture_output=True, text=True, timeout=120, check=True)
     return done.stdout.strip()
+
+
+def test_a_run_queued_behind_a_killed_refresh_starts_once_the_dead_run_is_closed(dev):
+    """One refresh at a time (a pool of one run): without anyone closing it, a dead run holds the
+    pool, and a "Materialize all" or a launch through the API waits behind it for good."""
+    from dagster_graphql import DagsterGraphQLClient
+
+    dev.stop_sensor(DEAD_RUN_SENSOR_NAME)  # on by default: off, to see what it spares
+    refresh = subprocess.Popen([str(dagster_dev.BIN / "muva-refresh"), "refresh", "--full"], env=dev.env,
+                               cwd=dev.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        dead = wait_for(lambda: copying_run(target(dev)) or refresh.poll() is not None, 120, "refresh copying",
+                        dev, every=0.1)
+    finally:
+        refresh.send_signal(signal.SIGKILL)
+        refresh.wait()
+    assert isinstance(dead, str), "the refresh ended before it was killed"
+    launched = DagsterGraphQLClient("127.0.0.1", port_number=dev.port).submit_job_execution(
+        "refresh_staging", repository_location_name=dev.location, repository_name=dev.repository)
+    time.sleep(4 * INTERVAL_S)
+    assert (dev.run_status(launched), dev.run_status(dead)) == ("QUEUED", "STARTED")
+
+    dev.start_sensor(DEAD_RUN_SENSOR_NAME)
+    assert dev.wait_for_run(launched, RUN_TIMEOUT_S) == "SUCCESS", dev.run_errors(launched)
+    assert dev.run_status(dead) == "FAILURE"
+    assert table_fingerprints(target(dev), TWISTS) == table_fingerprints(source(dev), TWISTS)

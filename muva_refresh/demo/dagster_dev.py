@@ -90,6 +90,20 @@ mutation SetSensorCursor($selector: SensorSelector!, $cursor: String) {
 }
 """
 
+SENSOR_IDS = """
+query SensorIds($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) { __typename ... on Sensor { jobOriginId sensorState { selectorId } } }
+}
+"""
+
+STOP_SENSOR = """
+mutation StopSensor($origin: String!, $selectorId: String!) {
+  stopSensor(jobOriginId: $origin, jobSelectorId: $selectorId) {
+    __typename ... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message }
+  }
+}
+"""
+
 SENSOR_TICKS = """
 query SensorTicks($selector: SensorSelector!, $limit: Int!) {
   sensorOrError(sensorSelector: $selector) {
@@ -186,6 +200,12 @@ class DagsterDev:
         assert done["setSensorCursor"]["__typename"] != "PythonError", done
         started = self.graphql(START_SENSOR, {"selector": self.sensor(name)})["startSensor"]
         assert started.get("sensorState", {}).get("status") == "RUNNING", started
+
+    def stop_sensor(self, name: str) -> None:
+        ids = self.graphql(SENSOR_IDS, {"selector": self.sensor(name)})["sensorOrError"]
+        stopped = self.graphql(STOP_SENSOR, {"origin": ids["jobOriginId"],
+                                             "selectorId": ids["sensorState"]["selectorId"]})["stopSensor"]
+        assert stopped.get("instigationState", {}).get("status") == "STOPPED", stopped
 
     def sensor_ticks(self, name: str, limit: int = 25) -> list[dict[str, Any]]:
         """The sensor's latest ticks, newest first."""
