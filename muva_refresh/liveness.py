@@ -124,9 +124,11 @@ def why_dead(instance: dg.DagsterInstance, run: dg.DagsterRun, lock_run: str | N
     identity = ProcessIdentity.parse(run.tags.get(PROCESS_TAG, ""))
     ended = identity.ended() if identity else None
     if ended is not None:
-        return f"its process (pid {identity.pid} on {identity.host}) has ended" if ended else None
+        return f"pid {identity.pid} on {identity.host} has ended" if ended else None
     silent = time.time() - last_heard(instance, run)
-    return f"it has logged nothing for {silent:.0f} s" if silent >= DEAD_AFTER_SILENT_S else None
+    if silent < DEAD_AFTER_SILENT_S:
+        return None
+    return f"not visible from this host, and nothing logged for {silent:.0f} s"
 
 
 def run_workers(run: dg.DagsterRun) -> int:
@@ -176,7 +178,7 @@ class DeadRefreshes:
                 why = why_dead(instance, run, holder.run_id if holder else None)
                 current = instance.get_run_by_id(run.run_id) if why else None
                 if current is not None and not current.is_finished:
-                    reason = (f"The refresh's process is gone: {why}, and no session on the target holds the "
+                    reason = (f"The refresh's process is gone ({why}), and no session on the target holds the "
                               f"refresh lock for this run. {self.what_staging_holds(conn, instance, current)}")
                     instance.report_run_failed(current, reason)
                     closed.append(DeadRun(run.run_id, reason))

@@ -127,7 +127,7 @@ class DeploySensor:
         if not running:
             return None
         return dg.SkipReason(
-            f"{closed_note(closed)}Deploy {marker} is waiting: a refresh is already queued or running "
+            f"{closed_note(closed)}deploy {marker} is waiting: a refresh is already queued or running "
             f"(run id {running[0].run_id}, {running[0].status.value}); the next tick retries"
         )
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
+from psycopg import sql
 
 from muva_refresh.catalog import Catalog, TableRef
 from muva_refresh.graph import make_plan
@@ -21,6 +22,10 @@ from .conftest import use_postgres_instance
 from .support import cli, table_fingerprints
 
 MUVA_REFRESH = Path(sys.executable).parent / "muva-refresh"
+WAITING_FOR_THE_HELD_TABLE = """
+SELECT application_name FROM pg_stat_activity
+WHERE wait_event_type = 'Lock' AND application_name LIKE 'muva_refresh target run %'
+"""
 COPYING = """
 SELECT application_name, query FROM pg_stat_activity
 WHERE state = 'active' AND application_name LIKE 'muva_refresh target run %' AND query ILIKE 'COPY%'
@@ -42,22 +47,33 @@ def copied_table(query: str) -> TableRef:
 
 def killed_during_level(level: int, *argv: str, timeout: float = 120) -> str:
     """Run `muva-refresh refresh argv` and kill it with SIGKILL once it copies a table of `level`;
-    the id of its run."""
+    the id of its run. Past level 0 (the parallel mode's own transactions) a table of the level is
+    held with a SHARE lock once the copying has begun, so that its load waits to be seen."""
     plan = make_plan(Catalog.load(Settings.load().state_path))
     target = os.environ["MUVA_TARGET_DSN"]
     refresh = subprocess.Popen([str(MUVA_REFRESH), "refresh", *argv], cwd=Path(os.environ["DAGSTER_HOME"]).parent,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
+    watcher, blocker = psycopg.connect(target, autocommit=True), psycopg.connect(target)
+    held = False
     try:
         while time.monotonic() < deadline and refresh.poll() is None:
-            with psycopg.connect(target) as conn:
-                for application, query in conn.execute(COPYING).fetchall():
-                    if plan.level.get(copied_table(query), -1) >= level:
-                        return application.rsplit(" ", 1)[1]
+            copying = watcher.execute(COPYING).fetchall()
+            waiting = watcher.execute(WAITING_FOR_THE_HELD_TABLE).fetchone() if held else None
+            if waiting:  # on the table held below: loading it (its indexes dropped first)
+                return waiting[0].rsplit(" ", 1)[1]
+            for application, query in copying:
+                if plan.level.get(copied_table(query), -1) >= level:
+                    return application.rsplit(" ", 1)[1]
+            if copying and level > 0 and not held:
+                blocker.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(plan.batches[level][0].ident()))
+                held = True
             time.sleep(0.05)
     finally:
         refresh.send_signal(signal.SIGKILL)
         output = refresh.communicate()[0].decode(errors="replace")
+        watcher.close()
+        blocker.close()
     raise AssertionError(f"the refresh never copied a table of level {level}:\n{output}")
 
 

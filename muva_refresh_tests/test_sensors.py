@@ -219,7 +219,7 @@ def test_a_run_whose_process_ended_is_marked_failed_and_the_deploy_goes_ahead_in
     assert closed.status == dg.DagsterRunStatus.FAILURE
     failure = instance.get_records_for_run(dead.run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
     message = failure[0].event_log_entry.dagster_event.message
-    assert f"its process (pid {ProcessIdentity.parse(dead.tags[PROCESS_TAG]).pid}" in message
+    assert f"The refresh's process is gone (pid {ProcessIdentity.parse(dead.tags[PROCESS_TAG]).pid} on " in message
     assert "staging was rolled back and holds what it held before this run" in message
 
 
