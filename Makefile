@@ -22,9 +22,10 @@ test: $(BIN)/muva-refresh  ## the import order, then the whole test suite on rea
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
+# MUVA_DAGSTER_URL: the deploy sensor reloads the code location itself when production's graph changes.
 ui: $(BIN)/muva-refresh  ## dagster dev on the same instance the CLI uses
 	$(BIN)/python -c 'from muva_refresh.instance import ensure_dagster_home; from muva_refresh.settings import Settings; ensure_dagster_home(Settings.load())'
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000
+	MUVA_DAGSTER_URL=http://127.0.0.1:3000 $(BIN)/dagster dev -h 127.0.0.1 -p 3000
 
 # pgcopydb is one of the baselines: Debian's is installed when missing, and apt failing stops the run.
 # A quick run: make bench BENCH_ARGS="--shapes seed,wide --repeat 1 --wide-mb 100"

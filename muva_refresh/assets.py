@@ -10,6 +10,7 @@ translates what it yields, as dagster-dbt's asset body streams dbt's events.
 import time
 import warnings
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any, Iterable, Iterator, Mapping
 
 import dagster as dg
@@ -19,6 +20,7 @@ from .checks import CheckOutcome
 from .digest import change_signal
 from .errors import BlockingCheckError
 from .graph import make_plan
+from .liveness import PROCESS_TAG, ProcessIdentity
 from .load import TableCopied
 from .refresh import (
     Committed,
@@ -128,9 +130,14 @@ class RunTranslation:
         self.log.info(f"copied {len(report.tables)} tables, {report.rows:,} rows, {report.bytes / 1e6:.1f} MB "
                       f"from snapshot {report.snapshot_id} in {report.seconds:.1f}s")
         for ref, stats in report.tables.items():
-            yield dg.MaterializeResult(asset_key=self.keys.key_of[ref],
-                                       metadata=self.translator.materialization_metadata(stats, report),
-                                       data_version=self.translator.data_version(ref, stats, report))
+            if ref in self.keys.key_of:
+                yield dg.MaterializeResult(asset_key=self.keys.key_of[ref],
+                                           metadata=self.translator.materialization_metadata(stats, report),
+                                           data_version=self.translator.data_version(ref, stats, report))
+        unknown = sorted(str(ref) for ref in report.tables if ref not in self.keys.key_of)
+        if unknown:
+            self.log.info(f"copied {', '.join(unknown)}, new on production since this code location loaded its "
+                          "catalog state: an asset from the next code-location load on")
         yield from self.view_results(report.views)
         yield from self.check_results(self.held)
         self.held = []
@@ -207,6 +214,9 @@ def build_table_assets(
         options = prepared.claim(tables, config) or RefreshOptions.resolve(
             catalog, tables, config.policy or default_policy, dg.EnvVar(MASK_SALT_VAR).get_value(), config.workers,
             rls_expected, config.full)
+        options = replace(options, run_id=context.run_id)
+        # Which process runs the refresh: a run left in progress by one that has ended is closed as dead.
+        context.instance.add_run_tags(context.run_id, {PROCESS_TAG: ProcessIdentity.current().text()})
         run = RunTranslation(translator, keys, selected, wanted, context.log, progress, run_start_time(context))
         checked_live = {ref: names for ref, names in wanted.items() if ref not in set(tables)}
         try:

@@ -291,24 +291,14 @@ class Catalog:
         return catalog
 
 
-def catalog_drift(saved: Catalog, live: Catalog) -> list[str]:
-    """What changed between two catalogs, for people: tables, columns, keys and FKs."""
-    if saved.fingerprint() == live.fingerprint():
-        return []
-    old, new = saved.by_ref, live.by_ref
-    changes = [f"new table {r}" for r in sorted(new.keys() - old.keys())]
-    changes += [f"table {r} is gone" for r in sorted(old.keys() - new.keys())]
-    for ref in sorted(old.keys() & new.keys()):
-        before = {c.name: c for c in old[ref].columns}
-        after = {c.name: c for c in new[ref].columns}
-        changes += [f"new column {ref}.{n}" for n in after.keys() - before.keys()]
-        changes += [f"column {ref}.{n} is gone" for n in before.keys() - after.keys()]
-        changes += [f"column {ref}.{n} changed ({before[n].type} -> {after[n].type})"
-                    for n in before.keys() & after.keys() if before[n] != after[n]]
-        if old[ref].primary_key != new[ref].primary_key:
-            changes.append(f"primary key of {ref} changed")
-    old_fks = {str(fk) for fk in saved.foreign_keys + saved.external_foreign_keys}
-    new_fks = {str(fk) for fk in live.foreign_keys + live.external_foreign_keys}
+def graph_drift(saved: Catalog, live: Catalog) -> list[str]:
+    """What changed in the asset graph, for people: tables, the FKs among them, materialized views.
+    Columns, types, keys, indexes and policies are not part of it: each run reads them live."""
+    old, new = set(saved.refs), set(live.refs)
+    changes = [f"new table {r}" for r in sorted(new - old)]
+    changes += [f"table {r} is gone" for r in sorted(old - new)]
+    old_fks = {str(fk) for fk in saved.foreign_keys}
+    new_fks = {str(fk) for fk in live.foreign_keys}
     changes += [f"new FK {fk}" for fk in sorted(new_fks - old_fks)]
     changes += [f"FK {fk} is gone" for fk in sorted(old_fks - new_fks)]
     old_views = {str(v.ref): v.reads for v in saved.materialized_views}

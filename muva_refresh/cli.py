@@ -14,11 +14,12 @@ import time
 from collections import Counter
 from typing import IO, TYPE_CHECKING, Any, Sequence
 
-from .catalog import Catalog, TableRef, read_catalog, resolve_tables
+from .catalog import Catalog, TableRef, graph_drift, read_catalog, resolve_tables
 from .checks import CHECK_BY_NAME, CheckOutcome
 from .endpoint import Endpoint
 from .errors import EXIT_OK, RefreshError, SelectionError
 from .graph import Plan, make_plan
+from .guards import listed
 from .instance import ensure_dagster_home
 from .load import TableCopied, TableStreaming
 from .refresh import Event, Progress
@@ -58,6 +59,10 @@ class Printer:
     def error(self, text: str) -> None:
         """`error: ` and the problem, then at most one more line: the fix."""
         print(f"error: {text}", file=self.err)
+
+    def note(self, text: str) -> None:
+        """Something the user should know that did not stop the command."""
+        print(f"note: {text}", file=self.err)
 
     def json(self, value: Any) -> None:
         print(json.dumps(value, indent=2, default=str), file=self.out)
@@ -278,6 +283,21 @@ def saved_catalog(settings: Settings) -> Catalog:
     return Catalog.load(settings.state_path, settings.table_filter)
 
 
+def current_catalog(settings: Settings, out: Printer) -> Catalog:
+    """The source's catalog, saved as the state when it differs from the saved one: after a
+    deploy, a refresh from the command line needs no `introspect` first."""
+    saved = saved_catalog(settings)  # a state read with another table filter is still refused
+    live = read_source_catalog(settings)
+    if live.fingerprint() != saved.fingerprint():
+        live.save(settings.state_path)
+        changes = graph_drift(saved, live)
+        if changes:
+            out.note(f"production's graph changed since the saved catalog state ({'; '.join(listed(changes))}); "
+                     f"saved the new state to {settings.state_path}. A running UI shows it after a reload "
+                     "of the code location (the deploy sensor reloads it itself).")
+    return live
+
+
 def cmd_introspect(args: argparse.Namespace, settings: Settings, out: Printer) -> int:
     catalog = read_source_catalog(settings)
     catalog.save(settings.state_path)
@@ -316,10 +336,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings, out: Printer) -> int:
     return cmd_introspect(args, dataclasses.replace(settings, source_dsn=info.source_dsn, target_dsn=info.target_dsn), out)
 
 
-def runner_for(settings: Settings, progress: Progress | None = None) -> Runner:
+def runner_for(settings: Settings, progress: Progress | None = None, catalog: Catalog | None = None) -> Runner:
     from .runs import Runner  # Dagster loads only for the commands that run jobs
 
-    return Runner(saved_catalog(settings), settings, progress=progress)
+    return Runner(catalog or saved_catalog(settings), settings, progress=progress)
 
 
 def selection(runner: Runner, names: Sequence[str] | None) -> tuple[TableRef, ...] | None:
@@ -327,7 +347,10 @@ def selection(runner: Runner, names: Sequence[str] | None) -> tuple[TableRef, ..
 
 
 def cmd_refresh(args: argparse.Namespace, settings: Settings, out: Printer) -> int:
-    runner = runner_for(settings, None if args.json else PrintedProgress(out))
+    runner = runner_for(settings, None if args.json else PrintedProgress(out), current_catalog(settings, out))
+    for dead in runner.close_dead_refreshes():
+        out.note(f"run {dead.run_id} was still shown in progress, but its process is gone; marked it failed. "
+                 f"{dead.reason}")
     run = runner.refresh(selection(runner, args.select), args.workers, args.policy, args.full)
     if args.json:
         out.json({

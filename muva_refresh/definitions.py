@@ -8,7 +8,7 @@ from .assets import build_production_observations, build_table_assets
 from .catalog import Catalog
 from .refresh import Progress
 from .resources import PreparedRuns, default_resources
-from .sensors import build_deploy_sensor
+from .sensors import build_dead_run_sensor, build_deploy_sensor
 from .settings import Settings
 from .translator import TableTranslator
 
@@ -49,7 +49,8 @@ def build_definitions(
     return dg.Definitions(
         assets=[observations, table_assets],
         jobs=[refresh_staging, validate_staging, observe],
-        sensors=[build_deploy_sensor(catalog, REFRESH_JOB, settings.deploy_marker_sql, translator)],
+        sensors=[build_deploy_sensor(catalog, REFRESH_JOB, settings, translator),
+                 build_dead_run_sensor(catalog, REFRESH_JOB, settings, translator)],
         resources=default_resources(progress, prepared),
         # One step per run already; in-process spares the ~2 s process start-up per step.
         executor=dg.in_process_executor,

@@ -21,6 +21,20 @@ SET_SESSION_VALUE = sql.SQL("SELECT set_config(%s, %s, false)")
 TEXT_SETTINGS = sql.SQL(
     "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 1"
 )
+# A server busy with a long statement (an index build) notices a killed client within seconds, ends
+# the session and rolls it back, instead of holding the refresh lock until the statement is done.
+NOTICE_LOST_CLIENT = sql.SQL("SET client_connection_check_interval = '5s'")
+CHECKS_LOST_CLIENT_FROM = 140000  # PostgreSQL 14
+APPLICATION = "muva_refresh"
+# A run's sessions carry its id in application_name, which pg_stat_activity shows to every
+# session of the role: "muva_refresh target run <uuid>" (at most 63 bytes).
+RUN_SESSION = re.compile(rf"^{APPLICATION} \w+ run ([0-9a-f-]{{36}})$")
+
+
+def run_of_session(application_name: str) -> str | None:
+    """The Dagster run a session works for, from its application_name; None for other sessions."""
+    found = RUN_SESSION.match(application_name or "")
+    return found.group(1) if found else None
 
 
 @dataclass(frozen=True)
@@ -31,6 +45,11 @@ class Endpoint:
     dsn: str = field(repr=False)
     # Custom settings for every session, such as the masking key: sent as bound parameters, never shown.
     session: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    run_id: str = ""  # the Dagster run the sessions work for, shown in pg_stat_activity
+
+    @property
+    def application_name(self) -> str:
+        return f"{APPLICATION} {self.role}" + (f" run {self.run_id}" if self.run_id else "")
 
     def __str__(self) -> str:
         try:
@@ -66,19 +85,31 @@ class Endpoint:
         if not self.dsn:
             raise ConfigError(f"no DSN for the {self.role}", f"set {DSN_VARS.get(self.role, 'its DSN')}")
         try:
-            conn = psycopg.connect(self.dsn, application_name=f"muva_refresh {self.role}")
+            conn = psycopg.connect(self.dsn, application_name=self.application_name)
         except psycopg.Error as exc:
             raise ConfigError(f"cannot connect to the {self}: {describe(exc, self)}") from None
         conn.execute(TEXT_SETTINGS)
         for name, value in self.session:
             conn.execute(SET_SESSION_VALUE, (name, value))
         conn.commit()
+        notice_lost_client(conn)
         if read_only:
             # Session-wide: even a statement sent outside our transactions cannot write.
             conn.execute(READ_ONLY_SESSION)
             conn.commit()
             conn.read_only = True
         return conn
+
+
+def notice_lost_client(conn: psycopg.Connection) -> None:
+    """Where the server can (PostgreSQL 14 and later, on Linux and others with POLLRDHUP)."""
+    if conn.info.server_version < CHECKS_LOST_CLIENT_FROM:
+        return
+    try:
+        conn.execute(NOTICE_LOST_CLIENT)
+        conn.commit()
+    except psycopg.Error:
+        conn.rollback()
 
 
 def describe(exc: BaseException, *endpoints: Endpoint) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping
 
 import psycopg
 from psycopg import sql
 
-from .catalog import Catalog, Table, catalog_drift
-from .endpoint import Endpoint, describe
+from .catalog import Catalog, Table
+from .endpoint import Endpoint, describe, run_of_session
 from .errors import ConcurrentRefreshError, ConfigError, SchemaDriftError, UnsafeTargetError
 from .graph import Plan
 from .masking import MaskPlan, check_constraint_violations
@@ -47,33 +48,43 @@ def guard_distinct(source: Endpoint, target: Endpoint, src: psycopg.Connection, 
         )
 
 
+@dataclass(frozen=True)
+class LockHolder:
+    """The session holding a target's refresh lock."""
+
+    backend_pid: int
+    application: str
+    since: str
+
+    @property
+    def run_id(self) -> str | None:
+        """The Dagster run the session works for, when a run opened it."""
+        return run_of_session(self.application)
+
+
+def refresh_lock_holder(dst: psycopg.Connection) -> LockHolder | None:
+    row = dst.execute(REFRESH_LOCK_HOLDER).fetchone()
+    return LockHolder(row[0], row[1] or "", row[2] or "") if row else None
+
+
 def guard_single_refresh(target: Endpoint, dst: psycopg.Connection) -> None:
     """Take the target's refresh lock, or refuse: a CLI and a UI refresh must never overlap."""
     if dst.execute(TAKE_REFRESH_LOCK).fetchone()[0]:
         dst.commit()
         return
-    holder = dst.execute(REFRESH_LOCK_HOLDER).fetchone()
+    holder = refresh_lock_holder(dst)
     dst.rollback()
-    who = f" (backend pid {holder[0]}, {holder[1] or 'unnamed'}, since {holder[2]})" if holder else ""
+    who = f" (backend pid {holder.backend_pid}, {holder.application or 'unnamed'}, since {holder.since})" if holder else ""
     raise ConcurrentRefreshError(
         f"another refresh is running against the {target}{who}; nothing was touched",
         "wait for it to finish, then run the refresh again",
     )
 
 
-def guard_unchanged(saved: Catalog, live: Catalog) -> None:
-    """The graph the run was planned on (the saved state) must still be the source's."""
-    changes = catalog_drift(saved, live)
-    if changes:
-        raise SchemaDriftError(
-            "the source schema changed since the catalog state was saved: " + "; ".join(listed(changes, 10))
-            + "; nothing was touched",
-            "run `muva-refresh introspect`, and reload the code location in the UI",
-        )
-
-
-def guard_schema(plan: Plan, target_catalog: Catalog) -> None:
-    """Every selected table exists on the target with the same copied columns and types."""
+def schema_lag(plan: Plan, target_catalog: Catalog) -> list[str]:
+    """What the target lacks of the source's schema for this plan, one item per table, column or
+    view: the migrations staging has yet to run. A table or a nullable (or defaulted) column that
+    only the target has is fine: staging may run a migration first."""
     problems: list[str] = []
     for ref in plan.selected:
         target_table = target_catalog.by_ref.get(ref)
@@ -83,10 +94,20 @@ def guard_schema(plan: Plan, target_catalog: Catalog) -> None:
             problems.extend(column_drift(plan.catalog.table(ref), target_table))
     on_target = {v.ref for v in target_catalog.materialized_views}
     problems += [f"materialized view {v.ref} is missing on the target" for v in plan.views if v.ref not in on_target]
+    return problems
+
+
+def lag_message(problems: list[str]) -> str:
+    return "staging lacks a migration production has: " + "; ".join(listed(problems))
+
+
+def guard_schema(plan: Plan, target_catalog: Catalog) -> None:
+    """Every selected table exists on the target with the same copied columns and types."""
+    problems = schema_lag(plan, target_catalog)
     if problems:
         raise SchemaDriftError(
-            "source and target schemas differ: " + "; ".join(listed(problems)) + "; nothing was touched",
-            "migrate staging to production's schema first",
+            lag_message(problems) + "; nothing was touched",
+            "run production's migrations on staging, then refresh (the deploy sensor does, on its first tick after)",
         )
 
 
@@ -97,12 +118,13 @@ def column_drift(source: Table, target: Table) -> list[str]:
     for name, col in src.items():
         other = dst.get(name)
         if other is None:
-            problems.append(f"column {source.ref}.{name!r} ({col.type}) is missing on the target")
+            problems.append(f"column {source.ref}.{name} ({col.type}) is missing on the target")
         elif other.type != col.type:
-            problems.append(f"column {source.ref}.{name!r} is {col.type} on the source, {other.type} on the target")
+            problems.append(f"column {source.ref}.{name} is {col.type} on the source, {other.type} on the target")
     for name, col in dst.items():
         if name not in src and col.not_null and not col.has_default:
-            problems.append(f"column {target.ref}.{name!r} ({col.type}) exists only on the target and is NOT NULL")
+            problems.append(f"column {target.ref}.{name} ({col.type}) exists only on the target and is NOT NULL "
+                            "without a default, so no copied row could fill it")
     return problems
 
 

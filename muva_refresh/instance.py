@@ -32,6 +32,9 @@ CLI_INSTANCE = (
     "concurrency:\n  pools:\n    default_limit: 1\n    granularity: run\n"
     "# The daemon looks for queued runs (\"Materialize all\", the sensor's) every second, not every five.\n"
     "run_queue:\n  dequeue_interval_seconds: 1\n"
+    "# A launched run whose worker never starts, or never stops when cancelled, is marked failed; a\n"
+    "# refresh whose process died is marked failed by dead_refresh_sensor.\n"
+    "run_monitoring:\n  enabled: true\n  poll_interval_seconds: 30\n"
     "# Dagster's usage statistics are off; set enabled: true to send them.\n"
     "telemetry:\n  enabled: false\n"
 )
@@ -54,6 +57,15 @@ EARLIER_CLI_INSTANCES = (
     "event_log_storage:\n  module: muva_refresh.storage\n  class: KeptOpenSqliteEventLogStorage\n"
     "# One refresh at a time: the table assets share one pool, limited to one run.\n"
     "concurrency:\n  pools:\n    default_limit: 1\n    granularity: run\n"
+    "# Dagster's usage statistics are off; set enabled: true to send them.\n"
+    "telemetry:\n  enabled: false\n",
+    CLI_INSTANCE_HEADER
+    + "# Dagster's SQLite event log, keeping its files open between events (muva_refresh/storage.py).\n"
+    "event_log_storage:\n  module: muva_refresh.storage\n  class: KeptOpenSqliteEventLogStorage\n"
+    "# One refresh at a time: the table assets share one pool, limited to one run.\n"
+    "concurrency:\n  pools:\n    default_limit: 1\n    granularity: run\n"
+    "# The daemon looks for queued runs (\"Materialize all\", the sensor's) every second, not every five.\n"
+    "run_queue:\n  dequeue_interval_seconds: 1\n"
     "# Dagster's usage statistics are off; set enabled: true to send them.\n"
     "telemetry:\n  enabled: false\n",
 )

@@ -12,17 +12,17 @@ outcomes as they finish, and `Finished` with where the time went.
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, replace
 from typing import Collection, Iterable, Iterator, Mapping
 
 import psycopg
 
-from .catalog import Catalog, TableRef, read_catalog
+from .catalog import Catalog, TableRef, graph_drift, read_catalog
 from .checks import AFTER_COMMIT, IN_LOAD, CheckOutcome, CheckSettings, Verifier, validate_live
 from .digest import SnapshotDigests
 from .endpoint import Endpoint
-from .errors import ConfigError, CopyError
+from .errors import ConfigError, CopyError, SchemaDriftError
 from .graph import Plan, make_plan, views_in_order
 from .guards import (
     guard_distinct,
@@ -31,7 +31,6 @@ from .guards import (
     guard_rls_bypass,
     guard_schema,
     guard_single_refresh,
-    guard_unchanged,
 )
 from .load import Load, TableCopied, TableCopy, TableStreaming, table_copy
 from .settings import TableFilter
@@ -46,7 +45,7 @@ from .views import ViewStats, refresh_views
 class RefreshOptions:
     """What to refresh and how; everything else is read from the databases."""
 
-    selected: tuple[TableRef, ...] | None = None  # None: every table
+    selected: tuple[TableRef, ...] | None = None  # None: every table, of the live graph when the state is older
     # The saved catalog the run was planned on: the source must still match it, and its table
     # filter decides which tables take part. None: plan on the live catalog under `table_filter`.
     state: Catalog | None = None
@@ -63,6 +62,7 @@ class RefreshOptions:
     # always gates the load; leaving IN_LOAD out measures the copy alone.
     check_phases: tuple[str, ...] = (IN_LOAD, AFTER_COMMIT)
     plan: Plan | None = None  # `selected`, planned on `state` by `resolve`
+    run_id: str = ""  # the Dagster run this refresh is, named in its sessions' application_name
 
     @classmethod
     def resolve(cls, state: Catalog, selected: Iterable[TableRef] | None, policy: str | None, salt: str | None,
@@ -71,8 +71,18 @@ class RefreshOptions:
         anything runs. An empty selection refreshes no table (a run of views or checks alone)."""
         chosen = None if selected is None else tuple(sorted(set(selected)))
         plan = make_plan(state, chosen) if chosen is None or chosen else None
-        return cls(selected=plan.selected if plan else (), state=state, workers=workers, full=full,
-                   shaping=shaping_for(policy, state, salt), rls_expected=rls_expected, plan=plan)
+        every_table = plan is not None and set(plan.selected) == set(state.refs)
+        return cls(selected=None if every_table else plan.selected if plan else (), state=state, workers=workers,
+                   full=full, shaping=shaping_for(policy, state, salt), rls_expected=rls_expected, plan=plan)
+
+    @property
+    def planned(self) -> tuple[TableRef, ...]:
+        """The tables `resolve` planned on the saved state."""
+        return self.plan.selected if self.plan is not None else ()
+
+    def sessions(self, endpoint: Endpoint) -> Endpoint:
+        """The endpoint whose sessions name this run in pg_stat_activity."""
+        return replace(endpoint, run_id=self.run_id) if self.run_id else endpoint
 
     @property
     def effective_filter(self) -> TableFilter:
@@ -173,16 +183,18 @@ def refresh_events(source: Endpoint, target: Endpoint, options: RefreshOptions =
         raise ConfigError(f"workers must be at least 1, got {options.workers}")
     started = time.perf_counter()
     clock = PhaseClock()
+    source, target = options.sessions(source), options.sessions(target)
     if options.shaping is not None:
         source = replace(source, session=options.shaping.session())
-    verifier = Verifier(options.check_settings, clock)
-    with exported_snapshot(source) as (src, snapshot_id):
-        clock.since_last(Phase.SNAPSHOT)
-        yield SnapshotTaken(snapshot_id)
-        dst = target.connect(read_only=False)
-        try:
+    # The session that takes the refresh lock keeps it until the checks after COMMIT are done: a
+    # run in progress always has it, so a run without it and without a process is known dead.
+    with closing(target.connect(read_only=False)) as dst:
+        with exported_snapshot(source) as (src, snapshot_id):
+            clock.since_last(Phase.SNAPSHOT)
+            yield SnapshotTaken(snapshot_id)
             with clock.measure(Phase.GUARDS):
-                plan, target_catalog = guarded_plan(source, target, src, dst, options)
+                plan, target_catalog, options = guarded_plan(source, target, src, dst, options)
+            verifier = Verifier(options.check_settings, clock)
             shapes = options.shaping.shapes(plan.catalog) if options.shaping else {}
             digests = SnapshotDigests(source, snapshot_id, shapes)
             try:
@@ -200,12 +212,11 @@ def refresh_events(source: Endpoint, target: Endpoint, options: RefreshOptions =
                 digests.start((plan.catalog.table(ref) for ref in loaded.tables), known)  # after COMMIT, beside the checks
             else:
                 digests.abandon()
-        finally:
-            dst.close()
-    report = RefreshReport(snapshot_id, loaded.tables, loaded.failed, loaded.views, time.perf_counter() - started,
-                           plan.catalog, target_catalog, options.workers == 1, digests)
-    yield from committed(report, verifier, target, AFTER_COMMIT in options.check_phases, clock)
-    yield Finished(clock.timings())
+        report = RefreshReport(snapshot_id, loaded.tables, loaded.failed, loaded.views,
+                               time.perf_counter() - started, plan.catalog, target_catalog, options.workers == 1,
+                               digests)
+        yield from committed(report, verifier, target, AFTER_COMMIT in options.check_phases, clock)
+        yield Finished(clock.timings())
     report.raise_for_failures()
 
 
@@ -239,7 +250,7 @@ def selection_events(source: Endpoint, target: Endpoint, options: RefreshOptions
     if options.selected or options.selected is None:
         yield from refresh_events(source, target, options)
     elif views:
-        yield ViewsRefreshed(refresh_views_only(source, target, options.state, views))
+        yield ViewsRefreshed(refresh_views_only(source, options.sessions(target), options.state, views))
     if checked_live:
         yield from validate_live(source, target, checked_live, options.effective_filter, options.check_settings)
 
@@ -262,17 +273,16 @@ def refresh_views_only(
 
 def guarded_plan(
     source: Endpoint, target: Endpoint, src: psycopg.Connection, dst: psycopg.Connection, options: RefreshOptions
-) -> tuple[Plan, Catalog]:
-    """Read both catalogs and plan, running every guard; nothing is written before this returns."""
+) -> tuple[Plan, Catalog, RefreshOptions]:
+    """Read both catalogs and plan, running every guard; nothing is written before this returns.
+    The options come back with the policy applied to the live catalog, whose columns may be newer
+    than the saved state's."""
     guard_distinct(source, target, src, dst)
     guard_single_refresh(target, dst)
     source_catalog = read_catalog(src, options.effective_filter)
-    if options.state is not None:
-        guard_unchanged(options.state, source_catalog)
-    if options.plan is not None:  # planned on the saved state, which the live catalog still matches
-        plan = replace(options.plan, catalog=source_catalog)
-    else:
-        plan = make_plan(source_catalog, options.selected)
+    plan = live_plan(options, source_catalog)
+    if options.shaping is not None:
+        options = replace(options, shaping=options.shaping.on(plan.catalog))
     target_catalog = read_catalog(dst, TableFilter(source_catalog.schemas))
     guard_schema(plan, target_catalog)
     guard_rls_bypass(plan, {source: src, target: dst})
@@ -280,4 +290,25 @@ def guarded_plan(
         guard_policy_sql(options.shaping, plan, source, src)
         guard_masked_checks(options.shaping.masking, plan, src)
     dst.commit()  # the load must start its own top-level transaction, not a savepoint
-    return plan, target_catalog
+    return plan, target_catalog, options
+
+
+def live_plan(options: RefreshOptions, live: Catalog) -> Plan:
+    """The run's plan on the live catalog. Only the graph (tables, FKs, materialized views) comes
+    from the saved state, and production's may have moved on since: a refresh of every table then
+    takes the live graph, new tables included; a selection keeps its tables, unless one is gone."""
+    if options.state is None or options.plan is None:
+        return make_plan(live, options.selected)
+    if not graph_drift(options.state, live):
+        return replace(options.plan, catalog=live)
+    if options.selected is None:
+        return make_plan(live)
+    gone = [str(ref) for ref in options.planned if ref not in live.by_ref]
+    if gone:
+        raise SchemaDriftError(
+            f"{', '.join(gone)} {'is' if len(gone) == 1 else 'are'} selected but gone from the source since the "
+            "catalog state was saved; nothing was touched",
+            "select the tables the source has now; the deploy sensor, or `muva-refresh refresh` of every table, "
+            "saves the new state, and the next code-location load shows it",
+        )
+    return make_plan(live, options.planned)

@@ -41,7 +41,7 @@ class PreparedRuns:
         if handed is None:
             return None
         options, handed_config = handed
-        same = options.selected == tables and all(getattr(config, k) == v for k, v in handed_config.items())
+        same = options.planned == tables and all(getattr(config, k) == v for k, v in handed_config.items())
         return options if same else None
 
 

@@ -14,7 +14,9 @@ from .assets import TABLE_ASSETS_NAME
 from .catalog import Catalog, TableRef
 from .checks import CheckOutcome, checks_that_run
 from .definitions import REFRESH_JOB, VALIDATE_JOB, build_definitions
+from .endpoint import Endpoint
 from .errors import EXIT_FAILED, EXIT_OK, exit_code_for
+from .liveness import DeadRefreshes, DeadRun
 from .refresh import Progress, RefreshOptions
 from .resources import PreparedRuns
 from .settings import Settings
@@ -153,6 +155,14 @@ class Runner:
             read = self.translator.copy_stats if ref in self.catalog.by_ref else self.translator.view_stats
             found[ref] = read(materialization.metadata)
         return found
+
+    def close_dead_refreshes(self) -> list[DeadRun]:
+        """Mark failed the refresh runs the instance shows in progress whose process is gone."""
+        with dg.DagsterInstance.get() as instance:
+            dead = DeadRefreshes(self.catalog, REFRESH_JOB, self.translator)
+            if not dead.in_progress(instance):
+                return []
+            return dead.close(instance, Endpoint("target", self.settings.target_dsn))
 
     def history(self, refs: Iterable[TableRef], checks: Iterable[str], limit: int) -> list[HistoryEntry]:
         """Each table's check evaluations, oldest first, as the UI's Checks tab shows them."""

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+
+from .errors import ConfigError
 
 SOURCE_DSN_VAR = "MUVA_SOURCE_DSN"
 TARGET_DSN_VAR = "MUVA_TARGET_DSN"
@@ -25,6 +28,11 @@ RLS_EXPECTED_VAR = "MUVA_RLS_EXPECTED"
 POLICY_VAR = "MUVA_POLICY"
 MASK_SALT_VAR = "MUVA_MASK_SALT"
 DEFAULT_MARKER_SQL = "SELECT max(version)::text FROM supabase_migrations.schema_migrations"
+SENSOR_INTERVAL_VAR = "MUVA_SENSOR_INTERVAL_S"
+DEFAULT_SENSOR_INTERVAL_S = 60
+# Below this a sensor would tick faster than Dagster's daemon looks at its sensors.
+MIN_SENSOR_INTERVAL_S = 5
+DAGSTER_URL_VAR = "MUVA_DAGSTER_URL"
 ENV_FILE = ".env"
 WORK_DIR = ".muva"  # state, Dagster home and demo data, under the working directory
 
@@ -68,6 +76,9 @@ class Settings:
     rls_expected: tuple[str, ...] = ()  # schema.table patterns whose RLS must be on, with or without neighbours
     policy: str = ""  # a policy file, or demo / demo-tenant; empty: copy exactly
     mask_salt: str | None = field(default=None, repr=False)
+    sensor_interval_s: int = DEFAULT_SENSOR_INTERVAL_S  # how often the deploy sensor looks at production
+    # The webserver the deploy sensor asks to reload the code location when production's graph changes.
+    dagster_url: str = ""
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> "Settings":
@@ -93,7 +104,32 @@ class Settings:
             rls_expected=_csv(env.get(RLS_EXPECTED_VAR, "")),
             policy=env.get(POLICY_VAR, "").strip(),
             mask_salt=env.get(MASK_SALT_VAR) or None,
+            sensor_interval_s=sensor_interval(env.get(SENSOR_INTERVAL_VAR, "")),
+            dagster_url=webserver_url(env.get(DAGSTER_URL_VAR, "")),
         )
+
+
+def sensor_interval(text: str) -> int:
+    """Whole seconds, at least MIN_SENSOR_INTERVAL_S; empty for the default."""
+    if not text.strip():
+        return DEFAULT_SENSOR_INTERVAL_S
+    try:
+        seconds = int(text.strip())
+    except ValueError:
+        seconds = None
+    if seconds is None or seconds < MIN_SENSOR_INTERVAL_S:
+        raise ConfigError(f"{SENSOR_INTERVAL_VAR} is {text!r}; it must be a whole number of seconds, "
+                          f"at least {MIN_SENSOR_INTERVAL_S}", f"unset it for the default of {DEFAULT_SENSOR_INTERVAL_S}")
+    return seconds
+
+
+def webserver_url(text: str) -> str:
+    """The Dagster webserver's base URL, http or https, without a trailing slash; empty when unset."""
+    url = text.strip().rstrip("/")
+    if url and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
+        raise ConfigError(f"{DAGSTER_URL_VAR} is {text!r}; it must be the webserver's http:// or https:// address",
+                          "for `make ui`: http://127.0.0.1:3000")
+    return url
 
 
 def _csv(text: str) -> tuple[str, ...]:

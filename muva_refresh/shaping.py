@@ -29,6 +29,15 @@ class Shaping:
         """What every source session sets, so the masked expressions can read the key."""
         return ((MASK_KEY_SETTING, self.key),) if self.key else ()
 
+    def on(self, catalog: Catalog) -> Shaping:
+        """The same policy and key, applied to `catalog`: the live one, whose columns may be newer
+        than the state's, so that a rule's glob masks a column a migration just added."""
+        masking = plan_masking(self.policy, catalog)
+        require_key(masking, self.policy, self.key)
+        if self.subset:
+            refuse_unholdable(catalog, self.subset)
+        return replace(self, masking=masking)
+
     def shapes(self, catalog: Catalog) -> dict[TableRef, Shape]:
         filters = row_filters(catalog, self.subset) if self.subset else {}
         found = {}
@@ -48,10 +57,14 @@ def shaping_for(spec: str | None, catalog: Catalog, salt: str | None) -> Shaping
         return None
     policy = load_policy(policy_path(spec))
     masking = plan_masking(policy, catalog)
-    if masking.needs_key and not salt:
-        raise ConfigError(f"the policy {policy.path} hashes values, which needs a secret salt; nothing was touched",
-                          "set MUVA_MASK_SALT (keep it secret: the masked values are only as safe as the salt)")
+    require_key(masking, policy, salt)
     subset = Subset(dict(policy.subset), policy.exclude) if policy.subset or policy.exclude else None
     if subset:
         refuse_unholdable(catalog, subset)  # before anything runs
     return Shaping(policy, masking, subset, mask_key(salt) if salt else None)
+
+
+def require_key(masking: MaskPlan, policy: Policy, secret: str | None) -> None:
+    if masking.needs_key and not secret:
+        raise ConfigError(f"the policy {policy.path} hashes values, which needs a secret salt; nothing was touched",
+                          "set MUVA_MASK_SALT (keep it secret: the masked values are only as safe as the salt)")

@@ -154,12 +154,10 @@ def muva_env(pg, muva, tmp_path, monkeypatch):
 REPO_INSTANCE = Path(__file__).resolve().parents[1] / "dagster.yaml"
 
 
-@pytest.fixture
-def postgres_instance(env, pg15, tmp_path, monkeypatch):
-    """DAGSTER_HOME holding the repo's dagster.yaml, storage in a fresh database on the second server."""
-    dsn = pg15.create_database("dagster_history")
+def use_postgres_instance(server: Server, home: Path, monkeypatch) -> str:
+    """DAGSTER_HOME at `home`, holding the repo's dagster.yaml, storage in a fresh database on `server`."""
+    dsn = server.create_database("dagster_history")
     info = psycopg.conninfo.conninfo_to_dict(dsn)
-    home = tmp_path / "pg_home"
     home.mkdir()
     shutil.copy(REPO_INSTANCE, home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
@@ -169,3 +167,9 @@ def postgres_instance(env, pg15, tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_PG_PASSWORD", info.get("password", ""))
     monkeypatch.setenv("DAGSTER_PG_DB", info["dbname"])
     return dsn
+
+
+@pytest.fixture
+def postgres_instance(env, pg15, tmp_path, monkeypatch):
+    """DAGSTER_HOME holding the repo's dagster.yaml, storage in a fresh database on the second server."""
+    return use_postgres_instance(pg15, tmp_path / "pg_home", monkeypatch)

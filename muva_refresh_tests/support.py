@@ -118,3 +118,15 @@ def checked_refresh(source: Endpoint, target: Endpoint,
         elif isinstance(event, CheckOutcome):
             outcomes.append(event)
     return report, outcomes
+
+
+def rows_and_xmins(dsn: str, table_filter: TableFilter = TWISTS) -> dict[TableRef, tuple[int, str]]:
+    """Per table, its row count and a hash of every row with its xmin: equal only when no row was
+    written, not even rewritten with the same values."""
+    with psycopg.connect(dsn) as conn:
+        found = {}
+        for table in read_catalog(conn, table_filter).tables:
+            query = sql.SQL("SELECT count(*), md5(coalesce(string_agg(r, '|' ORDER BY r), '')) "
+                            "FROM (SELECT t.xmin::text || ' ' || t::text AS r FROM {} t) rows")
+            found[table.ref] = tuple(conn.execute(query.format(table.ref.ident())).fetchone())
+        return found

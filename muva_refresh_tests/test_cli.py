@@ -113,7 +113,7 @@ def test_refusals_before_any_write_exit_2(env, monkeypatch):
     with psycopg.connect(source, autocommit=True) as conn:
         conn.execute("ALTER TABLE region ADD COLUMN added_by_deploy text")
     drifted = cli("refresh")
-    assert drifted.code == 2 and "new column public.region.added_by_deploy" in drifted.err
+    assert drifted.code == 2 and "column public.region.added_by_deploy (text) is missing on the target" in drifted.err
     assert cli("demo", "up", "--scale", "0").code == 2
     monkeypatch.setenv("MUVA_STATE_PATH", "/nonexistent/catalog.json")
     missing = cli("refresh")

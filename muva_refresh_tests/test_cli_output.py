@@ -42,16 +42,16 @@ def test_the_target_being_the_source_is_refused_in_two_lines(env):
     )
 
 
-def test_schema_drift_is_refused_in_two_lines(env):
+def test_a_migration_staging_lacks_is_refused_in_two_lines(env):
     source, _ = env
     with psycopg.connect(source, autocommit=True) as conn:
         conn.execute("ALTER TABLE region ADD COLUMN added_by_deploy text")
     done = muva("refresh")
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == (
-        "error: the source schema changed since the catalog state was saved: new column "
-        "public.region.added_by_deploy; nothing was touched\n"
-        "fix: run `muva-refresh introspect`, and reload the code location in the UI\n"
+        "error: staging lacks a migration production has: column public.region.added_by_deploy (text) is "
+        "missing on the target; nothing was touched\n"
+        "fix: run production's migrations on staging, then refresh (the deploy sensor does, on its first tick after)\n"
     )
 
 

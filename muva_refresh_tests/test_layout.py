@@ -15,7 +15,8 @@ ENGINE = ("errors", "settings", "endpoint", "catalog", "graph", "shape", "policy
           "guards", "snapshot", "partitions", "stream", "digest", "compare", "indexes", "sequences", "views", "timings", "load",
           "leaks", "checks",
           "refresh")
-EDGE = ("resources", "translator", "assets", "sensors", "definitions", "runs", "storage", "instance", "cli")
+EDGE = ("resources", "translator", "liveness", "assets", "sensors", "definitions", "runs", "storage", "instance",
+        "cli")
 SHAPING = ("shape", "policy", "masking", "subset", "shaping")
 LOAD = ("snapshot", "partitions", "stream", "digest", "compare", "indexes", "sequences", "views", "timings", "load", "refresh")
 SQL_START = re.compile(r"^\s*(SELECT|COPY|SET|TRUNCATE|DROP|CREATE|ALTER|INSERT|UPDATE|DELETE|WITH)\b")

@@ -31,7 +31,7 @@ import yaml
 
 from .. import demo
 from ..instance import CLI_INSTANCE
-from ..settings import SOURCE_DSN_VAR, TARGET_DSN_VAR
+from ..settings import DAGSTER_URL_VAR, SOURCE_DSN_VAR, TARGET_DSN_VAR
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The venv running the tests also holds dagster and muva-refresh.
@@ -57,6 +57,59 @@ query RunErrors($runId: ID!) {
     ... on EventConnection {
       events { __typename ... on ErrorEvent { error { message } } ... on MessageEvent { message } }
     }
+  }
+}
+"""
+
+RUNS_TAGGED_QUERY = """
+query RunsTagged($key: String!, $value: String!) {
+  runsOrError(filter: {tags: [{key: $key, value: $value}]}) {
+    __typename
+    ... on Runs { results { runId status jobName } }
+  }
+}
+"""
+
+RUN_QUERY = """
+query Run($runId: ID!) {
+  runOrError(runId: $runId) { __typename ... on Run { runId status } }
+}
+"""
+
+START_SENSOR = """
+mutation StartSensor($selector: SensorSelector!) {
+  startSensor(sensorSelector: $selector) {
+    __typename ... on Sensor { sensorState { status } } ... on PythonError { message }
+  }
+}
+"""
+
+SET_SENSOR_CURSOR = """
+mutation SetSensorCursor($selector: SensorSelector!, $cursor: String) {
+  setSensorCursor(sensorSelector: $selector, cursor: $cursor) { __typename ... on PythonError { message } }
+}
+"""
+
+SENSOR_IDS = """
+query SensorIds($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) { __typename ... on Sensor { jobOriginId sensorState { selectorId } } }
+}
+"""
+
+STOP_SENSOR = """
+mutation StopSensor($origin: String!, $selectorId: String!) {
+  stopSensor(jobOriginId: $origin, jobSelectorId: $selectorId) {
+    __typename ... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message }
+  }
+}
+"""
+
+SENSOR_TICKS = """
+query SensorTicks($selector: SensorSelector!, $limit: Int!) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { status ticks(limit: $limit) { tickId status timestamp skipReason runIds
+                                                                 error { message } } } }
   }
 }
 """
@@ -131,6 +184,34 @@ class DagsterDev:
                  for e in events if e.get("error") or e["__typename"].endswith("FailureEvent")]
         return "\n".join(lines) or "(no error events)"
 
+    def runs_tagged(self, key: str, value: str) -> list[dict[str, Any]]:
+        """The runs carrying the tag, newest first."""
+        return self.graphql(RUNS_TAGGED_QUERY, {"key": key, "value": value})["runsOrError"]["results"]
+
+    def run_status(self, run_id: str) -> str:
+        return self.graphql(RUN_QUERY, {"runId": run_id})["runOrError"]["status"]
+
+    def sensor(self, name: str) -> dict[str, str]:
+        return {"repositoryLocationName": self.location, "repositoryName": self.repository, "sensorName": name}
+
+    def start_sensor(self, name: str, cursor: str | None = None) -> None:
+        """Turn a sensor on, from `cursor`, as a person would under Automation."""
+        done = self.graphql(SET_SENSOR_CURSOR, {"selector": self.sensor(name), "cursor": cursor})
+        assert done["setSensorCursor"]["__typename"] != "PythonError", done
+        started = self.graphql(START_SENSOR, {"selector": self.sensor(name)})["startSensor"]
+        assert started.get("sensorState", {}).get("status") == "RUNNING", started
+
+    def stop_sensor(self, name: str) -> None:
+        ids = self.graphql(SENSOR_IDS, {"selector": self.sensor(name)})["sensorOrError"]
+        stopped = self.graphql(STOP_SENSOR, {"origin": ids["jobOriginId"],
+                                             "selectorId": ids["sensorState"]["selectorId"]})["stopSensor"]
+        assert stopped.get("instigationState", {}).get("status") == "STOPPED", stopped
+
+    def sensor_ticks(self, name: str, limit: int = 25) -> list[dict[str, Any]]:
+        """The sensor's latest ticks, newest first."""
+        found = self.graphql(SENSOR_TICKS, {"selector": self.sensor(name), "limit": limit})["sensorOrError"]
+        return found["sensorState"]["ticks"]
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -157,12 +238,14 @@ def write_workspace(path: Path) -> None:
     path.write_text(yaml.safe_dump(workspace))
 
 
-def start_demo(root: Path) -> dict[str, str]:
-    """Build the demo pair under `root`, save its catalog state, and return the subprocess env."""
+def start_demo(root: Path, instance: str = CLI_INSTANCE, instance_env: dict[str, str] | None = None) -> dict[str, str]:
+    """Build the demo pair under `root`, save its catalog state, and return the subprocess env.
+    `instance` is the dagster.yaml (the CLI's by default, its event log included), with the
+    variables it reads in `instance_env`."""
     home = root / "home"
     home.mkdir(parents=True)
     (root / "tmp").mkdir()
-    (home / "dagster.yaml").write_text(CLI_INSTANCE)  # the instance the CLI writes, its event log included
+    (home / "dagster.yaml").write_text(instance)
     # env_file inside root: demo.up would otherwise rewrite the repo's own .env.
     info = demo.up(scale=1, data_dir=root / "pg", env_file=root / ".env")
     env = dict(os.environ)
@@ -177,6 +260,7 @@ def start_demo(root: Path) -> dict[str, str]:
     })
     # Set empty (the defaults), not unset: the CLI fills unset variables from the repo's .env.
     env.update({"MUVA_SCHEMAS": "", "MUVA_INCLUDE": "", "MUVA_EXCLUDE": ""})
+    env.update(instance_env or {})
     done = subprocess.run([str(BIN / "muva-refresh"), "introspect"], env=env, cwd=root,
                           capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
@@ -185,8 +269,12 @@ def start_demo(root: Path) -> dict[str, str]:
 
 
 def start_dagster_dev(root: Path, env: dict[str, str]) -> DagsterDev:
+    """`dagster dev` on the demo; its sensors reach the webserver (to reload the code location) at
+    the address they are told in MUVA_DAGSTER_URL, which `env` then holds too."""
     write_workspace(root / "workspace.yaml")
-    dev = DagsterDev(root=root, env=env, port=free_port())
+    port = free_port()
+    env = {**env, DAGSTER_URL_VAR: f"http://127.0.0.1:{port}"}
+    dev = DagsterDev(root=root, env=env, port=port)
     with dev.log_path.open("wb") as log:
         # Own session: teardown kills the webserver, daemon, code server and run workers as one group.
         dev.process = subprocess.Popen(
