@@ -17,12 +17,12 @@ from __future__ import annotations
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Sequence
 
 import psycopg
 from psycopg import sql
 
-from .catalog import Table
+from .catalog import Table, TableRef
 from .digest import digest_text, row_hash
 from .shape import WHOLE, Shape
 
@@ -30,7 +30,7 @@ SOURCE_HASHES, TARGET_HASHES = sql.Identifier("muva_source_hashes"), sql.Identif
 CREATE_HASHES = sql.SQL("CREATE TEMPORARY TABLE IF NOT EXISTS {hashes} (key_hash bigint, row_hash bigint) ON COMMIT DROP")
 EMPTY_HASHES = sql.SQL("TRUNCATE {source}, {target}").format(source=SOURCE_HASHES, target=TARGET_HASHES)
 # Writers wait for the commit, so what the comparison found still holds then; readers never wait.
-HOLD_FOR_COMPARISON = sql.SQL("LOCK TABLE {table} IN SHARE MODE")
+HOLD_FOR_COMPARISON = sql.SQL("LOCK TABLE {tables} IN SHARE MODE")
 ROW_HASHES = sql.SQL("SELECT {key_hash} AS key_hash, {row_hash} AS row_hash FROM ({rows}) AS s")
 COPY_HASHES_OUT = sql.SQL("COPY ({hashes}) TO STDOUT (FORMAT BINARY)")
 COPY_HASHES_IN = sql.SQL("COPY {hashes} (key_hash, row_hash) FROM STDIN (FORMAT BINARY)").format(hashes=SOURCE_HASHES)
@@ -88,6 +88,13 @@ def range_key(source: Table, target: Table) -> tuple[tuple[str, ...], str]:
     return (), f"staging has no unique index on ({', '.join(keys[0])}), so its key may repeat"
 
 
+def hold_for_comparison(dst: psycopg.Connection, refs: Sequence[TableRef]) -> None:
+    """Hold the tables for the rest of the transaction, in one statement. An autovacuum of one
+    of them (which a fresh load sets off) is cancelled after the server's deadlock_timeout once
+    the lock waits on it, and skips the tables already held: one wait, not one per table."""
+    dst.execute(HOLD_FOR_COMPARISON.format(tables=sql.SQL(", ").join(r.ident() for r in refs)))
+
+
 def has_rows(conn: psycopg.Connection, table: Table) -> bool:
     return conn.execute(HAS_ROWS.format(table=table.ref.ident())).fetchone()[0]
 
@@ -99,7 +106,7 @@ def compare(src: psycopg.Connection, dst: psycopg.Connection, table: Table, key:
     for hashes in (SOURCE_HASHES, TARGET_HASHES):
         dst.execute(CREATE_HASHES.format(hashes=hashes))
     dst.execute(EMPTY_HASHES)
-    dst.execute(HOLD_FOR_COMPARISON.format(table=table.ref.ident()))
+    hold_for_comparison(dst, [table.ref])
     source_hashes = ROW_HASHES.format(key_hash=row_hash(table, shape, key), row_hash=row_hash(table, shape),
                                       rows=shape.rows(table))
     target_hashes = ROW_HASHES.format(key_hash=row_hash(table, WHOLE, key), row_hash=row_hash(table),

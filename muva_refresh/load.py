@@ -19,7 +19,7 @@ import psycopg
 from psycopg import sql
 
 from .catalog import Catalog, Table, TableRef
-from .compare import MAX_CHANGED_SHARE, KeyedShape, compare, delete_keys, has_rows, range_key
+from .compare import MAX_CHANGED_SHARE, KeyedShape, compare, delete_keys, has_rows, hold_for_comparison, range_key
 from .digest import NOT_HASHED, SnapshotDigests, count_rows
 from .endpoint import Endpoint, ThreadConnections, describe
 from .errors import CopyError, RefreshError
@@ -247,6 +247,9 @@ class Load:
             with dst.transaction():
                 dst.execute(REPLICA_ROLE)  # FK and user triggers stay quiet; SET LOCAL ends with the transaction
                 whole, keys = self.whole_tables(dst)
+                if keys:
+                    with self.clock.measure(Phase.HOLD):
+                        hold_for_comparison(dst, list(keys))
                 truncated = self.empty(dst, whole)
                 for batch in self.plan.batches:
                     for ref in batch:

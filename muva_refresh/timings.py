@@ -23,6 +23,7 @@ class Phase:
     """The phases' names, as people read them."""
 
     SNAPSHOT, GUARDS, TRUNCATE = "snapshot", "guards", "truncate"
+    HOLD = "hold compared tables"  # waits for what holds them: a writer, an autovacuum
     COMPARE, COPY, REBUILD = "compare", "copy", "index rebuild"  # per table
     VIEWS, SEQUENCES, COMMIT = "materialized views", "sequences", "commit"
     PARALLEL_LOAD = "load on parallel connections"

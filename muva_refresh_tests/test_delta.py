@@ -118,6 +118,17 @@ def test_readers_of_unchanged_and_changed_tables_are_never_locked_out(pair):
     assert all("AccessExclusiveLock" not in modes for modes in seen.values())
 
 
+def test_every_compared_table_is_held_before_the_first_is_compared(pair):
+    """In one statement: an autovacuum that a table's lock waits on is cancelled once and then
+    skips the held tables, rather than moving on to the next table the load will lock."""
+    source, target = pair
+    held = None
+    for event in refresh_events(source, target, RefreshOptions(table_filter=ALL)):
+        if isinstance(event, TableCopied) and held is None:
+            held = {t: relation_locks(target.dsn, t) for t in ("account", "tag", "reading", "membership", "payment")}
+    assert all("ShareLock" in modes for modes in held.values()), held
+
+
 def test_an_empty_staging_is_copied_whole_without_comparing(pair):
     source, target = pair
     execute(target.dsn, "TRUNCATE account, tag, reading, membership, payment, loose")
