@@ -130,3 +130,11 @@ def rows_and_xmins(dsn: str, table_filter: TableFilter = TWISTS) -> dict[TableRe
                             "FROM (SELECT t.xmin::text || ' ' || t::text AS r FROM {} t) rows")
             found[table.ref] = tuple(conn.execute(query.format(table.ref.ident())).fetchone())
         return found
+
+
+def frozen_pages(dsn: str, table: str) -> tuple[int, int]:
+    """(all-frozen pages, pages) of `table`, from the visibility map."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_visibility")
+        frozen = conn.execute("SELECT all_frozen FROM pg_visibility_map_summary(%s::regclass)", (table,)).fetchone()[0]
+        return frozen, conn.execute("SELECT pg_relation_size(%s::regclass) / 8192", (table,)).fetchone()[0]

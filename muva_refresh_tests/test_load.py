@@ -11,7 +11,7 @@ from muva_refresh.endpoint import Endpoint
 from muva_refresh.load import TableCopied
 from muva_refresh.refresh import Committed, RefreshOptions, refresh, refresh_events
 
-from .support import checked_refresh, write_family
+from .support import checked_refresh, frozen_pages, write_family
 
 PERSON = TableRef("public", "person")
 
@@ -20,14 +20,6 @@ PERSON = TableRef("public", "person")
 def pair(pg):
     return (Endpoint("source", pg.database_from_sql("src", "twists.sql")),
             Endpoint("target", pg.database_from_sql("dst", "twists.sql")))
-
-
-def frozen_pages(dsn: str, table: str) -> tuple[int, int]:
-    """(all-frozen pages, pages) of `table`, from the visibility map."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_visibility")
-        frozen = conn.execute("SELECT all_frozen FROM pg_visibility_map_summary(%s::regclass)", (table,)).fetchone()[0]
-        return frozen, conn.execute("SELECT pg_relation_size(%s::regclass) / 8192", (table,)).fetchone()[0]
 
 
 def test_the_atomic_load_freezes_what_it_copies_and_the_parallel_load_does_not(pair):

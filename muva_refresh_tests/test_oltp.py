@@ -13,7 +13,7 @@ from muva_refresh.refresh import RefreshOptions
 from muva_refresh.settings import TableFilter
 from muva_refresh.stream import DELTA, FULL, UNCHANGED
 
-from .support import checked_refresh, table_fingerprints
+from .support import checked_refresh, frozen_pages, table_fingerprints
 
 OLTP = TableFilter(OLTP_SCHEMAS)
 TINY = 0.0005  # 500 audit events, 320 payments; the small lookup tables keep their size
@@ -51,13 +51,6 @@ def facts(dsn: str) -> tuple:
         ).fetchone()
 
 
-def frozen_leaf_pages(dsn: str, leaf: str) -> tuple[int, int]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_visibility")
-        frozen = conn.execute("SELECT all_frozen FROM pg_visibility_map_summary(%s::regclass)", (leaf,)).fetchone()[0]
-        return frozen, conn.execute("SELECT pg_relation_size(%s::regclass) / 8192", (leaf,)).fetchone()[0]
-
-
 def test_the_oltp_shape_refreshes_equal_and_passes_its_checks(oltp):
     source, target = oltp
     passed = refreshed(source, target)
@@ -74,7 +67,7 @@ def test_the_oltp_shape_refreshes_equal_and_passes_its_checks(oltp):
 def test_a_partitioned_table_loads_leaf_by_leaf_frozen_or_through_its_parent_when_the_leaves_differ(oltp):
     source, target = oltp
     refreshed(source, target)
-    frozen, pages = frozen_leaf_pages(target.dsn, FIRST_MONTH)
+    frozen, pages = frozen_pages(target.dsn, FIRST_MONTH)
     assert pages > 0 and frozen == pages  # COPY FREEZE into the leaf: the TRUNCATE was in the same transaction
     with psycopg.connect(target.dsn, autocommit=True) as conn:  # staging names one month differently
         conn.execute(f"ALTER TABLE payments DETACH PARTITION {FIRST_MONTH}")
@@ -83,7 +76,7 @@ def test_a_partitioned_table_loads_leaf_by_leaf_frozen_or_through_its_parent_whe
                      "FOR VALUES FROM ('2021-01-01 00:00+00') TO ('2021-02-01 00:00+00')")
     passed = refreshed(source, target)
     assert passed[str(PAYMENTS), "matches_source"] and passed[str(PAYMENTS), "row_count"]
-    assert frozen_leaf_pages(target.dsn, "january_2021")[0] == 0  # routed by the parent, which cannot FREEZE
+    assert frozen_pages(target.dsn, "january_2021")[0] == 0  # routed by the parent, which cannot FREEZE
 
 
 # Production moves after a refresh: the FK cycle's members, the cross-schema audit table (its
