@@ -101,12 +101,11 @@ def has_rows(conn: psycopg.Connection, table: Table) -> bool:
 
 def compare(src: psycopg.Connection, dst: psycopg.Connection, table: Table, key: tuple[str, ...],
             shape: Shape = WHOLE) -> Comparison:
-    """The keys whose rows differ, in the caller's snapshot (src) and transaction (dst). Both
-    servers hash at once: the source's hashes wait in a local file while the target hashes."""
+    """The keys whose rows differ, in the caller's snapshot (src) and transaction (dst), which
+    already holds the table (hold_for_comparison). Both servers hash at once: the source's hashes wait in a local file while the target hashes."""
     for hashes in (SOURCE_HASHES, TARGET_HASHES):
         dst.execute(CREATE_HASHES.format(hashes=hashes))
     dst.execute(EMPTY_HASHES)
-    hold_for_comparison(dst, [table.ref])
     source_hashes = ROW_HASHES.format(key_hash=row_hash(table, shape, key), row_hash=row_hash(table, shape),
                                       rows=shape.rows(table))
     target_hashes = ROW_HASHES.format(key_hash=row_hash(table, WHOLE, key), row_hash=row_hash(table),
